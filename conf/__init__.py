@@ -1,0 +1,1 @@
+"""vaeflow's Hydra configs (shipped inside the package as ``vaeflow.conf``)."""

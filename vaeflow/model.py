@@ -1,0 +1,113 @@
+r"""The VAE: encoder + posterior + prior + decoder + likelihood (Kingma & Welling, 2014).
+
+One forward pass, ``x -> h -> (z, log q) -> (log p(x|z), log p(z))``, gives every term
+that the objectives need; nothing is recomputed.
+
+References:
+    | Auto-Encoding Variational Bayes (Kingma & Welling, 2014)
+    | https://arxiv.org/abs/1312.6114
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from vaeflow.errors import ConfigError
+from vaeflow.likelihoods import LIKELIHOODS
+from vaeflow.nets import DECODERS, ENCODERS
+from vaeflow.posteriors import POSTERIORS
+from vaeflow.priors import PRIORS
+
+__all__ = ["VAE", "Pass", "build_model"]
+
+
+@dataclass
+class Pass:
+    r"""The terms of one forward pass with ``n`` samples per example.
+
+    ``h [B, F]``; ``z [n, B, D]``; ``log_q``, ``log_px``, ``log_pz`` ``[n, B]``.
+    """
+
+    h: Tensor
+    z: Tensor
+    log_q: Tensor
+    log_px: Tensor
+    log_pz: Tensor
+
+
+class VAE(nn.Module):
+    r"""A variational autoencoder with a pluggable posterior.
+
+    Arguments:
+        encoder: ``x -> h``; has ``feature_dim``.
+        posterior: ``h -> (z, log q(z|x))``.
+        prior: ``log_prob(z)``, ``sample(n)``.
+        decoder: ``z -> likelihood parameters``.
+        likelihood: ``log_prob(params, x)``, ``mean(params)``.
+        input_shape: image shape ``(C, H, W)``.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        posterior: nn.Module,
+        prior: nn.Module,
+        decoder: nn.Module,
+        likelihood: nn.Module,
+        input_shape: Sequence[int],
+    ) -> None:
+        super().__init__()
+        self.encoder, self.posterior, self.prior = encoder, posterior, prior
+        self.decoder, self.likelihood = decoder, likelihood
+        self.input_shape = tuple(input_shape)
+
+    @property
+    def latent_dim(self) -> int:
+        return self.posterior.latent_dim
+
+    def log_joint(self, z: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+        r"""``log p(x|z)`` and ``log p(z)``, each ``[n, B]``."""
+        return self.likelihood.log_prob(self.decoder(z), x), self.prior.log_prob(z)
+
+    def forward(self, x: Tensor, n: int = 1) -> Pass:
+        h = self.encoder(x)
+        z, log_q = self.posterior(h, n)
+        log_px, log_pz = self.log_joint(z, x)
+        return Pass(h, z, log_q, log_px, log_pz)
+
+    def decode_mean(self, z: Tensor) -> Tensor:
+        r"""The mean image ``E[x|z]``, shaped ``[..., C, H, W]``."""
+        return self.likelihood.mean(self.decoder(z)).unflatten(-1, self.input_shape)
+
+    @torch.no_grad()
+    def sample_images(self, n: int) -> Tensor:
+        r"""Mean images of ``n`` draws from the prior, ``[n, C, H, W]``."""
+        return self.decode_mean(self.prior.sample(n))
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor) -> Tensor:
+        r"""Mean images decoded from one posterior sample per image, ``[B, C, H, W]``."""
+        z, _ = self.posterior(self.encoder(x), 1)
+        return self.decode_mean(z[0])
+
+
+def build_model(cfg: Mapping[str, Any], input_shape: Sequence[int]) -> VAE:
+    r"""Builds the VAE that a composed config describes.
+
+    Uses the groups ``encoder``, ``decoder``, ``posterior``, ``prior`` and the keys
+    ``model.latent_dim`` and ``model.likelihood``.
+    """
+    latent_dim = int(cfg["model"]["latent_dim"])
+    if latent_dim < 1:
+        raise ConfigError(f"model.latent_dim={latent_dim}: the latent space needs at least 1 dimension")
+    encoder = ENCODERS.build(cfg["encoder"], input_shape=input_shape)
+    posterior = POSTERIORS.build(cfg["posterior"], latent_dim=latent_dim, feature_dim=encoder.feature_dim)
+    prior = PRIORS.build(cfg["prior"], latent_dim=latent_dim)
+    decoder = DECODERS.build(cfg["decoder"], latent_dim=latent_dim, output_shape=input_shape)
+    likelihood = LIKELIHOODS.build({"name": cfg["model"].get("likelihood", "bernoulli")})
+    return VAE(encoder, posterior, prior, decoder, likelihood, input_shape)

@@ -1,0 +1,22 @@
+r"""Networks: MLP encoder and decoder, MADE, and the encoder/decoder registries."""
+
+from vaeflow.nets.made import MADE, MaskedLinear, order_for_step
+from vaeflow.nets.mlp import MLP, MLPDecoder, MLPEncoder, make_activation
+from vaeflow.registry import Registry
+
+__all__ = [
+    "DECODERS",
+    "ENCODERS",
+    "MADE",
+    "MLP",
+    "MLPDecoder",
+    "MLPEncoder",
+    "MaskedLinear",
+    "make_activation",
+    "order_for_step",
+]
+
+ENCODERS = Registry("encoder")
+DECODERS = Registry("decoder")
+ENCODERS.register("mlp")(MLPEncoder)
+DECODERS.register("mlp")(MLPDecoder)

@@ -1,0 +1,119 @@
+r"""MADE: a masked autoencoder whose outputs are autoregressive in its inputs.
+
+Output ``i`` depends on the inputs that come before ``i`` in a given order, and on a
+context vector (here the encoder features h), never on input ``i`` itself or later ones:
+
+.. math:: (a_1(z, h), ..., a_D(z, h)), \quad \partial a_i / \partial z_j = 0
+    \text{ unless } \operatorname{deg}(j) < \operatorname{deg}(i).
+
+Degrees follow Germain et al.: input ``order[k]`` has degree ``k + 1``; hidden units get
+degrees cycling over ``0 .. D-1``; a hidden unit of degree ``m`` sees the inputs of degree
+``<= m`` and an output of degree ``d`` sees hidden units of degree ``< d``. Units of
+degree 0 see only the context, so that every output, the first in the order included,
+depends on x (as the context inputs of Kingma et al. 2016 require).
+
+References:
+    | MADE: Masked Autoencoder for Distribution Estimation (Germain et al., 2015)
+    | https://arxiv.org/abs/1502.03509
+    | Improved Variational Inference with Inverse Autoregressive Flow (Kingma et al., 2016)
+    | https://arxiv.org/abs/1606.04934
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vaeflow.nets.mlp import check_widths, make_activation
+
+__all__ = ["MaskedLinear", "MADE", "order_for_step"]
+
+
+class MaskedLinear(nn.Linear):
+    r"""A linear layer whose weight is multiplied by a fixed 0/1 mask ``[out, in]``."""
+
+    def __init__(self, mask: Tensor, bias: bool = True) -> None:
+        super().__init__(mask.shape[1], mask.shape[0], bias=bias)
+        self.register_buffer("mask", mask.to(self.weight.dtype))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight * self.mask, self.bias)
+
+
+def order_for_step(latent_dim: int, index: int, order: str = "reverse") -> Tensor:
+    r"""The autoregressive order of the ``index``-th step of a stack.
+
+    Arguments:
+        latent_dim: D.
+        index: position of the step in its stack.
+        order: ``natural`` (always ``0..D-1``), ``reverse`` (natural and reversed in
+            turn, as in Kingma et al. 2016) or ``random`` (a fixed permutation per step,
+            seeded by its index).
+    """
+    natural = torch.arange(latent_dim)
+    if order == "natural":
+        return natural
+    if order == "reverse":
+        return natural if index % 2 == 0 else natural.flip(0)
+    if order == "random":
+        return torch.randperm(latent_dim, generator=torch.Generator().manual_seed(1000 + index))
+    raise ValueError(f"unknown order {order!r}: use natural, reverse or random")
+
+
+class MADE(nn.Module):
+    r"""An autoregressive network with context: ``(z [..., D], h [B, F]) -> k tensors [..., D]``.
+
+    ``z`` may carry leading sample dimensions ``[n, B, D]``; the context ``h [B, F]``
+    broadcasts over them and is projected once per example.
+
+    Arguments:
+        latent_dim: D.
+        context_dim: F, the size of the context (0 for none).
+        hidden_dims: widths of the hidden layers (at least one).
+        n_outputs: k, the number of outputs per input dimension.
+        order: a permutation of ``0..D-1``: the autoregressive order.
+        activation: name of the activation.
+    """
+
+    def __init__(
+        self,
+        latent_dim: int,
+        context_dim: int,
+        hidden_dims: Sequence[int],
+        n_outputs: int,
+        order: Tensor,
+        activation: str = "elu",
+    ) -> None:
+        super().__init__()
+        dims = check_widths(hidden_dims, "posterior")
+        if not dims:
+            raise ValueError("MADE needs at least one hidden layer")
+        order = torch.as_tensor(order)
+        self.latent_dim, self.n_outputs = latent_dim, n_outputs
+        self.register_buffer("order", order)
+
+        degree_in = torch.empty(latent_dim, dtype=torch.long)
+        degree_in[order] = torch.arange(1, latent_dim + 1)
+        degrees = [degree_in] + [torch.arange(w) % latent_dim for w in dims]
+        degree_out = degree_in.repeat(n_outputs)
+
+        self.input = MaskedLinear(degrees[1][:, None] >= degrees[0][None, :])
+        self.context = nn.Linear(context_dim, dims[0], bias=False) if context_dim else None
+        self.hidden = nn.ModuleList(
+            MaskedLinear(b[:, None] >= a[None, :]) for a, b in zip(degrees[1:-1], degrees[2:])
+        )
+        self.output = MaskedLinear(degree_out[:, None] > degrees[-1][None, :])
+        self.act = make_activation(activation)
+
+    def forward(self, z: Tensor, h: Tensor | None = None) -> tuple[Tensor, ...]:
+        a = self.input(z)
+        if self.context is not None:
+            a = a + self.context(h)
+        a = self.act(a)
+        for layer in self.hidden:
+            a = self.act(layer(a))
+        out = self.output(a)
+        return out.unflatten(-1, (self.n_outputs, self.latent_dim)).unbind(-2)

@@ -1,0 +1,107 @@
+r"""The posterior interface, and the amortized diagonal Gaussian that most families start from.
+
+A posterior ``q(z|x)`` is an ``nn.Module`` built from ``(latent_dim, feature_dim,
+**options)``. One call returns reparameterized samples and their log-density,
+
+.. code-block:: python
+
+    z, log_q = posterior(h, n=1)  # z: [n, B, D], log_q: [n, B]
+
+so that the density of a sample is never recomputed or cached by object identity.
+Every family is a reparameterization: ``forward`` draws standard normal noise
+``eps [n, B, D]`` and :meth:`Posterior.reparameterize` maps it to ``(z, log q(z|x))``;
+tests differentiate that map to check ``log q`` against a brute-force Jacobian.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["Posterior", "DiagonalGaussian", "LOG_2PI", "standard_normal_log_prob"]
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+def standard_normal_log_prob(eps: Tensor) -> Tensor:
+    r"""``log N(eps; 0, I)`` summed over the last dimension."""
+    return -0.5 * (eps.square().sum(-1) + eps.shape[-1] * LOG_2PI)
+
+
+class Posterior(nn.Module):
+    r"""Base class of every approximate posterior ``q(z|x)``.
+
+    Arguments:
+        latent_dim: D, the size of z.
+        feature_dim: F, the size of the encoder features h.
+    """
+
+    #: whether :meth:`analytic_kl` has a closed form against a standard normal prior.
+    has_analytic_kl: bool = False
+
+    def __init__(self, latent_dim: int, feature_dim: int) -> None:
+        super().__init__()
+        self.latent_dim, self.feature_dim = latent_dim, feature_dim
+
+    def forward(self, h: Tensor, n: int = 1) -> tuple[Tensor, Tensor]:
+        r"""Draws ``n`` reparameterized samples per example.
+
+        Arguments:
+            h: encoder features ``[B, F]``.
+            n: samples per example.
+
+        Returns:
+            ``z [n, B, D]`` and ``log q(z|x) [n, B]``.
+        """
+        eps = torch.randn((n, h.shape[0], self.latent_dim), dtype=h.dtype, device=h.device)
+        return self.reparameterize(h, eps)
+
+    def reparameterize(self, h: Tensor, eps: Tensor) -> tuple[Tensor, Tensor]:
+        r"""Maps standard normal noise ``eps [n, B, D]`` to samples ``z [n, B, D]`` and
+        their log-density ``log q(z|x) [n, B]``."""
+        raise NotImplementedError
+
+    def log_prob(self, z: Tensor, h: Tensor) -> Tensor:
+        r"""``log q(z|x)`` of given samples ``z [n, B, D]`` (families with an inverse)."""
+        raise NotImplementedError(f"{type(self).__name__} has no tractable inverse")
+
+    def analytic_kl(self, h: Tensor) -> Tensor:
+        r"""``KL(q(z|x) || N(0, I))`` in closed form, ``[B]``."""
+        raise NotImplementedError(f"{type(self).__name__} has no closed-form KL")
+
+
+class DiagonalGaussian(nn.Module):
+    r"""An amortized diagonal Gaussian ``N(mu(h), diag(sigma(h)^2))``, with
+    ``(mu, log sigma)`` a linear map of the features (Kingma & Welling, 2014).
+
+    References:
+        | Auto-Encoding Variational Bayes (Kingma & Welling, 2014)
+        | https://arxiv.org/abs/1312.6114
+    """
+
+    def __init__(self, latent_dim: int, feature_dim: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(feature_dim, 2 * latent_dim)
+
+    def params(self, h: Tensor) -> tuple[Tensor, Tensor]:
+        r"""``mu [B, D]`` and ``log sigma [B, D]``."""
+        mu, log_sigma = self.linear(h).chunk(2, dim=-1)
+        return mu, log_sigma
+
+    def reparameterize(self, h: Tensor, eps: Tensor) -> tuple[Tensor, Tensor]:
+        r"""``z = mu + sigma * eps`` and ``log q(z) = log N(eps) - sum log sigma``."""
+        mu, log_sigma = self.params(h)
+        z = torch.addcmul(mu, log_sigma.exp(), eps)
+        return z, standard_normal_log_prob(eps) - log_sigma.sum(-1)
+
+    def log_prob(self, z: Tensor, h: Tensor) -> Tensor:
+        mu, log_sigma = self.params(h)
+        eps = (z - mu) * torch.exp(-log_sigma)
+        return standard_normal_log_prob(eps) - log_sigma.sum(-1)
+
+    def kl_standard_normal(self, h: Tensor) -> Tensor:
+        r"""``KL(N(mu, sigma^2) || N(0, I)) = 1/2 sum (sigma^2 + mu^2 - 1) - sum log sigma``."""
+        mu, log_sigma = self.params(h)
+        return 0.5 * (torch.exp(2 * log_sigma) + mu.square() - 1).sum(-1) - log_sigma.sum(-1)

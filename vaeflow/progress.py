@@ -1,0 +1,100 @@
+r"""Progress reporting: a rich progress bar on a terminal, plain log lines elsewhere.
+
+``auto`` picks rich when stdout is a terminal and the run is not one job of a multirun
+(parallel jobs would fight over the screen); otherwise each epoch is one log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from vaeflow.errors import ConfigError
+
+__all__ = ["Reporter", "progress_mode"]
+
+log = logging.getLogger("vaeflow")
+
+
+def progress_mode(setting: str, multirun: bool = False) -> str:
+    r"""``auto | rich | plain`` -> the mode to use."""
+    if setting not in ("auto", "rich", "plain"):
+        raise ConfigError(f"trainer.progress={setting!r}: use auto, rich or plain")
+    if setting == "auto":
+        return "rich" if sys.stdout.isatty() and not multirun else "plain"
+    return setting
+
+
+@contextmanager
+def _quiet_console_handlers() -> Iterator[None]:
+    # While the rich bar owns the terminal, log records go only to the log file.
+    handlers = [h for h in logging.getLogger().handlers if type(h) is logging.StreamHandler]
+    levels = [h.level for h in handlers]
+    for h in handlers:
+        h.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for h, level in zip(handlers, levels):
+            h.setLevel(level)
+
+
+class Reporter:
+    r"""Shows training progress.
+
+    Arguments:
+        mode: ``rich`` or ``plain``.
+        total_epochs: the epoch budget.
+        steps_per_epoch: steps in one epoch.
+    """
+
+    def __init__(self, mode: str, total_epochs: int, steps_per_epoch: int) -> None:
+        self.mode = mode
+        self.total_epochs, self.steps_per_epoch = total_epochs, steps_per_epoch
+        self._progress: Progress | None = None
+        self._quiet = None
+
+    def __enter__(self) -> Reporter:
+        if self.mode == "rich":
+            self._progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("{task.fields[status]}"),
+                console=Console(),
+            )
+            self._progress.start()
+            self._epochs = self._progress.add_task("epochs", total=self.total_epochs, status="")
+            self._steps = self._progress.add_task("epoch 1", total=self.steps_per_epoch, status="")
+            self._quiet = _quiet_console_handlers()
+            self._quiet.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._quiet.__exit__(*exc)
+
+    def start_epoch(self, epoch: int) -> None:
+        if self._progress is not None:
+            self._progress.reset(self._steps, total=self.steps_per_epoch, description=f"epoch {epoch}")
+
+    def step(self, status: str) -> None:
+        if self._progress is not None:
+            self._progress.update(self._steps, advance=1, status=status)
+
+    def end_epoch(self, epoch: int, line: str) -> None:
+        self.message(line)
+        if self._progress is not None:
+            self._progress.update(self._epochs, completed=epoch)
+
+    def message(self, line: str) -> None:
+        log.info(line)
+        if self._progress is not None:
+            self._progress.console.print(line, highlight=False, markup=False)
