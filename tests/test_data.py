@@ -29,9 +29,7 @@ SIZES = {"train": 6, "val": 3, "test": 4}
 
 
 def write_amat(path: Path, bits: np.ndarray) -> None:
-    path.write_text(
-        "".join(" ".join(map(str, row)) + "\n" for row in bits.reshape(len(bits), -1))
-    )
+    path.write_text("".join(" ".join(map(str, row)) + "\n" for row in bits.reshape(len(bits), -1)))
 
 
 def write_binarized_mnist(root: Path, seed: int = 0) -> dict[str, np.ndarray]:
@@ -44,15 +42,10 @@ def write_binarized_mnist(root: Path, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def idx_bytes(pixels: np.ndarray) -> bytes:
-    return (
-        struct.pack(">I3I", 0x00000803, *pixels.shape)
-        + pixels.astype(np.uint8).tobytes()
-    )
+    return struct.pack(">I3I", 0x00000803, *pixels.shape) + pixels.astype(np.uint8).tobytes()
 
 
-def write_mnist(
-    root: Path, folder: str, n_train: int = 12, n_test: int = 5, gz: bool = True
-):
+def write_mnist(root: Path, folder: str, n_train: int = 12, n_test: int = 5, gz: bool = True):
     raw = root / folder / "raw"
     raw.mkdir(parents=True)
     rng = np.random.default_rng(1)
@@ -134,11 +127,7 @@ def test_batch_loader_shuffle_is_seeded():
     split = Split(torch.arange(10.0).view(10, 1, 1, 1) / 10)
 
     def order(seed: int) -> list[float]:
-        return (
-            torch.cat(list(BatchLoader(split, 3, shuffle=True, seed=seed)))
-            .flatten()
-            .tolist()
-        )
+        return torch.cat(list(BatchLoader(split, 3, shuffle=True, seed=seed))).flatten().tolist()
 
     assert order(0) == order(0)
     assert order(0) != order(1)
@@ -159,9 +148,7 @@ def test_batch_loader_state_round_trip():
 # -- the configs match their loaders -----------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "name", ["binarized_mnist", "mnist", "fashion_mnist", "omniglot"]
-)
+@pytest.mark.parametrize("name", ["binarized_mnist", "mnist", "fashion_mnist", "omniglot"])
 def test_configs(name: str, tmp_path: Path):
     text = (CONF / f"{name}.yaml").read_text()
     assert text.startswith("# ")
@@ -207,9 +194,7 @@ def test_binarized_mnist_tolerates_crlf(tmp_path: Path):
 def test_binarized_mnist_missing_file(tmp_path: Path):
     write_binarized_mnist(tmp_path)
     (tmp_path / AMAT["val"]).unlink()
-    message = assert_data_error(
-        AMAT["val"], {"name": "binarized_mnist", "root": str(tmp_path)}
-    )
+    message = assert_data_error(AMAT["val"], {"name": "binarized_mnist", "root": str(tmp_path)})
     assert "dataset.download=true" in message
 
 
@@ -217,9 +202,7 @@ def test_binarized_mnist_truncated(tmp_path: Path):
     write_binarized_mnist(tmp_path)
     path = tmp_path / AMAT["train"]
     path.write_bytes(path.read_bytes()[:-101])
-    message = assert_data_error(
-        AMAT["train"], {"name": "binarized_mnist", "root": str(tmp_path)}
-    )
+    message = assert_data_error(AMAT["train"], {"name": "binarized_mnist", "root": str(tmp_path)})
     assert "truncated" in message and f"({SIZES['train']})" in message
 
 
@@ -229,9 +212,7 @@ def test_binarized_mnist_wrong_line_length(tmp_path: Path):
     lines = path.read_text().splitlines(keepends=True)
     lines[2] = lines[2][2:]  # drop the first value
     path.write_text("".join(lines))
-    message = assert_data_error(
-        AMAT["test"], {"name": "binarized_mnist", "root": str(tmp_path)}
-    )
+    message = assert_data_error(AMAT["test"], {"name": "binarized_mnist", "root": str(tmp_path)})
     assert "line 3 has 783 values, expected 784" in message
 
 
@@ -241,9 +222,7 @@ def test_binarized_mnist_bad_value(tmp_path: Path):
     lines = path.read_text().splitlines(keepends=True)
     lines[1] = lines[1][:10] + "2" + lines[1][11:]  # the sixth value
     path.write_text("".join(lines))
-    message = assert_data_error(
-        AMAT["test"], {"name": "binarized_mnist", "root": str(tmp_path)}
-    )
+    message = assert_data_error(AMAT["test"], {"name": "binarized_mnist", "root": str(tmp_path)})
     assert "line 2 value 6 is '2', expected 0 or 1" in message
 
 
@@ -258,9 +237,7 @@ def test_binarized_mnist_download(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     def fake_download_url(url: str, root: str, filename: str, md5: str) -> None:
         calls.append(url)
         Path(root).mkdir(parents=True, exist_ok=True)
-        (Path(root) / filename).write_bytes(
-            (source / url.rsplit("/", 1)[1]).read_bytes()
-        )
+        (Path(root) / filename).write_bytes((source / url.rsplit("/", 1)[1]).read_bytes())
 
     monkeypatch.setattr(torchvision.datasets.utils, "download_url", fake_download_url)
     cfg = {"name": "binarized_mnist", "root": str(root), "download": True}
@@ -271,9 +248,7 @@ def test_binarized_mnist_download(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert len(calls) == 3  # nothing fetched once the files are there
 
 
-def test_binarized_mnist_failed_download(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-):
+def test_binarized_mnist_failed_download(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     import torchvision.datasets.utils
 
     def broken_download_url(url: str, root: str, filename: str, md5: str) -> None:
@@ -293,9 +268,7 @@ def test_binarized_mnist_failed_download(
 
 
 @pytest.mark.parametrize("gz", [True, False])
-@pytest.mark.parametrize(
-    ("name", "folder"), [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")]
-)
+@pytest.mark.parametrize(("name", "folder"), [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")])
 def test_mnist(name: str, folder: str, gz: bool, tmp_path: Path):
     _, pixels = write_mnist(tmp_path, folder, gz=gz)
     cfg = {"name": name, "root": str(tmp_path), "val_size": 4}
@@ -305,12 +278,7 @@ def test_mnist(name: str, folder: str, gz: bool, tmp_path: Path):
     assert data.train.dynamic and not data.val.dynamic and not data.test.dynamic
     train = data.train.images
     assert 0 <= train.min() and train.max() <= 1
-    expected = (
-        torch.from_numpy(pixels["train-images-idx3-ubyte"])
-        .float()
-        .div(255)
-        .unsqueeze(1)
-    )
+    expected = torch.from_numpy(pixels["train-images-idx3-ubyte"]).float().div(255).unsqueeze(1)
     # every training image is one of the written ones, as pixel / 255
     assert all((expected == image).all(dim=(1, 2, 3)).any() for image in train)
     assert_binary(data.val.images)
@@ -330,9 +298,7 @@ def test_mnist_val_size_too_large(tmp_path: Path):
 def test_mnist_missing_file(tmp_path: Path):
     raw, _ = write_mnist(tmp_path, "MNIST")
     (raw / "t10k-images-idx3-ubyte.gz").unlink()
-    message = assert_data_error(
-        "t10k-images-idx3-ubyte", {"name": "mnist", "root": str(tmp_path)}
-    )
+    message = assert_data_error("t10k-images-idx3-ubyte", {"name": "mnist", "root": str(tmp_path)})
     assert "dataset.download=true" in message
 
 
@@ -366,9 +332,7 @@ def test_idx_wrong_dims(tmp_path: Path):
     raw.mkdir(parents=True)
     (raw / "train-images-idx3-ubyte").write_bytes(idx_bytes(np.zeros((12, 32, 32))))
     (raw / "t10k-images-idx3-ubyte").write_bytes(idx_bytes(np.zeros((5, 28, 28))))
-    message = assert_data_error(
-        "train-images-idx3-ubyte", {"name": "mnist", "root": str(tmp_path)}
-    )
+    message = assert_data_error("train-images-idx3-ubyte", {"name": "mnist", "root": str(tmp_path)})
     assert "[12, 32, 32], expected [N, 28, 28]" in message
 
 
@@ -407,9 +371,7 @@ def test_omniglot_missing_directory(tmp_path: Path):
     for path in sorted((base / "images_evaluation").rglob("*"), reverse=True):
         path.unlink() if path.is_file() else path.rmdir()
     (base / "images_evaluation").rmdir()
-    message = assert_data_error(
-        "images_evaluation", {"name": "omniglot", "root": str(tmp_path)}
-    )
+    message = assert_data_error("images_evaluation", {"name": "omniglot", "root": str(tmp_path)})
     assert "dataset.download=true" in message
 
 

@@ -51,7 +51,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     :class:`CheckpointError` saying what is wrong."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} not found; give the path of a .pt file written by vaeflow train")
+        raise CheckpointError(
+            f"checkpoint {path} not found; give the path of a .pt file written by vaeflow train"
+        )
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
@@ -93,8 +95,13 @@ def set_rng_state(state: dict) -> None:
     random.setstate(_to_tuple(state["python"]))
     np_state = state["numpy"]
     np.random.set_state(
-        ("MT19937", np_state["key"].numpy().astype(np.uint32), np_state["pos"],
-         np_state["has_gauss"], np_state["cached_gaussian"])
+        (
+            "MT19937",
+            np_state["key"].numpy().astype(np.uint32),
+            np_state["pos"],
+            np_state["has_gauss"],
+            np_state["cached_gaussian"],
+        )
     )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():

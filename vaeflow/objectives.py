@@ -75,8 +75,7 @@ def resolve_kl(estimator: str, model: VAE, family: str = "") -> str:
     if estimator == "analytic" and not has_analytic_kl(model):
         name = family or type(model.posterior).__name__
         raise ConfigError(
-            f"kl=analytic: posterior={name} has no closed-form KL to this prior; "
-            "use kl=mc or kl=auto"
+            f"kl=analytic: posterior={name} has no closed-form KL to this prior; use kl=mc or kl=auto"
         )
     return estimator
 

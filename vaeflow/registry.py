@@ -50,9 +50,7 @@ class Registry:
         options = dict(cfg)
         name = options.pop("name", None)
         if name not in self.entries:
-            raise ConfigError(
-                f"unknown {self.group} {name!r}: choose one of {', '.join(self.names())}"
-            )
+            raise ConfigError(f"unknown {self.group} {name!r}: choose one of {', '.join(self.names())}")
         builder = self.entries[name]
         try:
             inspect.signature(builder).bind(**fixed, **options)

@@ -133,7 +133,10 @@ def _check_trainer(cfg: DictConfig) -> None:
         (t.val_batch_size >= 1, f"trainer.val_batch_size={t.val_batch_size}: use a batch size >= 1"),
         (cfg.objective.samples >= 1, f"objective.samples={cfg.objective.samples}: draw at least 1 sample"),
         (cfg.objective.free_bits >= 0, f"objective.free_bits={cfg.objective.free_bits}: must be >= 0"),
-        (cfg.objective.warmup_epochs >= 0, f"objective.warmup_epochs={cfg.objective.warmup_epochs}: must be >= 0"),
+        (
+            cfg.objective.warmup_epochs >= 0,
+            f"objective.warmup_epochs={cfg.objective.warmup_epochs}: must be >= 0",
+        ),
         (t.iw_k >= 1, f"trainer.iw_k={t.iw_k}: the IW-NLL estimate needs k >= 1"),
         (t.threads is None or t.threads >= 1, f"trainer.threads={t.threads}: use null or >= 1"),
         (t.grad_clip is None or t.grad_clip > 0, f"trainer.grad_clip={t.grad_clip}: use null or > 0"),
@@ -184,7 +187,7 @@ def train(cfg: DictConfig, run_dir: str | Path, *, multirun: bool = False) -> di
     test_loader = BatchLoader(data.test, int(t.val_batch_size), device=device)
     iw_images = _seeded_subset(data.val, int(t.iw_limit)).images.to(device)
     grid_n = int(t.images)
-    grid_x = data.val.images[:grid_n // 2].to(device)
+    grid_x = data.val.images[: grid_n // 2].to(device)
     grid_z = torch.randn(grid_n, latent_dim, generator=torch.Generator().manual_seed(0)).to(device)
 
     config_dict = OmegaConf.to_container(cfg, resolve=True)
@@ -193,8 +196,15 @@ def train(cfg: DictConfig, run_dir: str | Path, *, multirun: bool = False) -> di
     writer = SummaryWriter(str(run_dir / "tb"))
     log.info(
         "vaeflow train: %s on %s %s, posterior=%s, kl=%s, latent_dim=%d, %s parameters, device %s; run dir %s",
-        cfg.dataset.name, data.shape, f"({len(data.train)}/{len(data.val)}/{len(data.test)} images)",
-        cfg.posterior.name, kl, latent_dim, f"{n_params:,}", device, run_dir,
+        cfg.dataset.name,
+        data.shape,
+        f"({len(data.train)}/{len(data.val)}/{len(data.test)} images)",
+        cfg.posterior.name,
+        kl,
+        latent_dim,
+        f"{n_params:,}",
+        device,
+        run_dir,
     )
 
     step, bad_steps, bad_epochs = 0, 0, 0
@@ -241,8 +251,12 @@ def train(cfg: DictConfig, run_dir: str | Path, *, multirun: bool = False) -> di
                             grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
                     if not torch.isfinite(loss) or not torch.isfinite(grad_norm):
                         bad_steps += 1
-                        log.warning("step %d: non-finite %s, step skipped (%d in a row)", step,
-                                    "loss" if not torch.isfinite(loss) else "gradient", bad_steps)
+                        log.warning(
+                            "step %d: non-finite %s, step skipped (%d in a row)",
+                            step,
+                            "loss" if not torch.isfinite(loss) else "gradient",
+                            bad_steps,
+                        )
                         writer.add_scalar("train/skipped_steps", bad_steps, step)
                         if bad_steps >= int(t.max_bad_steps):
                             last_good = ckpt_dir / "best.pt"
@@ -256,7 +270,9 @@ def train(cfg: DictConfig, run_dir: str | Path, *, multirun: bool = False) -> di
                     optimizer.step()
                     step += 1
                     batch = x.shape[0]
-                    values = torch.stack([terms.rec.detach().sum(), terms.kl.detach().sum(), loss.detach() * batch])
+                    values = torch.stack(
+                        [terms.rec.detach().sum(), terms.kl.detach().sum(), loss.detach() * batch]
+                    )
                     sums += values.double().cpu()
                     n_seen += batch
                     if step % int(t.log_every) == 0:
@@ -301,14 +317,24 @@ def train(cfg: DictConfig, run_dir: str | Path, *, multirun: bool = False) -> di
                 else:
                     bad_epochs += 1
                 save_atomic(checkpoint(epoch), ckpt_dir / "last.pt")
-                history.append({"epoch": epoch, **{f"train/{k}": v for k, v in train_stats.items()},
-                                **{f"val/{k}": v for k, v in val.items()}})
+                history.append(
+                    {
+                        "epoch": epoch,
+                        **{f"train/{k}": v for k, v in train_stats.items()},
+                        **{f"val/{k}": v for k, v in val.items()},
+                    }
+                )
                 reporter.end_epoch(
                     epoch,
                     f"epoch {epoch}/{t.max_epochs}  train elbo {train_stats['elbo']:.2f}  "
                     f"val elbo {val['elbo']:.2f} (rec {val['rec']:.2f}, kl {val['kl']:.2f})"
-                    + (f"  val iw-nll {last_iw:.2f}" if last_iw is not None and epoch % max(int(t.iw_every), 1) == 0 else "")
-                    + f"  beta {beta:.2f}  {ips:,.0f} img/s" + ("  *best" if best["epoch"] == epoch else ""),
+                    + (
+                        f"  val iw-nll {last_iw:.2f}"
+                        if last_iw is not None and epoch % max(int(t.iw_every), 1) == 0
+                        else ""
+                    )
+                    + f"  beta {beta:.2f}  {ips:,.0f} img/s"
+                    + ("  *best" if best["epoch"] == epoch else ""),
                 )
                 writer.flush()
                 patience = t.early_stopping.patience
@@ -346,8 +372,15 @@ def train(cfg: DictConfig, run_dir: str | Path, *, multirun: bool = False) -> di
         metrics.update({f"test/{k}": v for k, v in test.items()})
         for name, value in test.items():
             writer.add_scalar(f"test/{name}", value, best["epoch"])
-        log.info("test (best epoch %d): elbo %.3f  rec %.3f  kl %.3f  iw-nll (k=%d) %.3f",
-                 best["epoch"], test["elbo"], test["rec"], test["kl"], int(t.iw_k), test["iw_nll"])
+        log.info(
+            "test (best epoch %d): elbo %.3f  rec %.3f  kl %.3f  iw-nll (k=%d) %.3f",
+            best["epoch"],
+            test["elbo"],
+            test["rec"],
+            test["kl"],
+            int(t.iw_k),
+            test["iw_nll"],
+        )
     _write_hparams(writer, cfg, metrics)
     writer.close()
     write_json_atomic(metrics, run_dir / "metrics.json")
@@ -373,6 +406,9 @@ def _write_hparams(writer: SummaryWriter, cfg: DictConfig, metrics: Mapping[str,
         "warmup_epochs": float(cfg.objective.warmup_epochs),
         "seed": int(cfg.seed),
     }
-    final = {f"hparam/{k.replace('/', '_')}": float(v) for k, v in metrics.items()
-             if k.startswith(("val/", "test/")) and isinstance(v, (int, float)) and v is not None}
+    final = {
+        f"hparam/{k.replace('/', '_')}": float(v)
+        for k, v in metrics.items()
+        if k.startswith(("val/", "test/")) and isinstance(v, (int, float)) and v is not None
+    }
     writer.add_hparams(hparams, final, run_name=".")

@@ -67,8 +67,7 @@ class FlowPosterior(Posterior):
         super().__init__(latent_dim, feature_dim)
         if int(depth) < 1:
             raise ConfigError(
-                f"posterior.depth={depth}: a flow needs at least one step; "
-                "use posterior=mean_field for none"
+                f"posterior.depth={depth}: a flow needs at least one step; use posterior=mean_field for none"
             )
         self.base = DiagonalGaussian(latent_dim, feature_dim)
         self.steps = nn.ModuleList(
@@ -101,9 +100,7 @@ def register_flow(name: str) -> Callable[[type[FlowStep]], type[FlowStep]]:
             return FlowPosterior(latent_dim, feature_dim, step, depth, **options)
 
         fixed = ("self", "latent_dim", "feature_dim", "index")
-        step_params = [
-            p for p in inspect.signature(step.__init__).parameters.values() if p.name not in fixed
-        ]
+        step_params = [p for p in inspect.signature(step.__init__).parameters.values() if p.name not in fixed]
         head = [
             inspect.Parameter(p, inspect.Parameter.POSITIONAL_OR_KEYWORD)
             for p in ("latent_dim", "feature_dim", "depth")

@@ -56,7 +56,11 @@ class IAFStep(FlowStep):
     ) -> None:
         super().__init__(latent_dim, feature_dim, index)
         self.made = MADE(
-            latent_dim, feature_dim, hidden_dims, 2, order_for_step(latent_dim, index, order),
+            latent_dim,
+            feature_dim,
+            hidden_dims,
+            2,
+            order_for_step(latent_dim, index, order),
             activation,
         )
         with torch.no_grad():
