@@ -12,6 +12,11 @@ degrees cycling over ``0 .. D-1``; a hidden unit of degree ``m`` sees the inputs
 degree 0 see only the context, so that every output, the first in the order included,
 depends on x (as the context inputs of Kingma et al. 2016 require).
 
+Inverting such a map, or sampling from the distribution it defines, is sequential:
+:func:`autoregressive_solve` solves ``x = g(x)`` for any ``g`` whose output ``i`` depends
+only on the dimensions of ``x`` before ``i`` in some order, in ``D`` parallel passes. IAF's
+inverse, MAF's sampling direction and the autoregressive posterior's sampling all use it.
+
 References:
     | MADE: Masked Autoencoder for Distribution Estimation (Germain et al., 2015)
     | https://arxiv.org/abs/1502.03509
@@ -21,7 +26,7 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +34,7 @@ from torch import Tensor, nn
 
 from vaeflow.nets.mlp import check_widths, make_activation
 
-__all__ = ["MaskedLinear", "MADE", "order_for_step"]
+__all__ = ["MaskedLinear", "MADE", "order_for_step", "autoregressive_solve"]
 
 
 class MaskedLinear(nn.Linear):
@@ -117,3 +122,40 @@ class MADE(nn.Module):
             a = self.act(layer(a))
         out = self.output(a)
         return out.unflatten(-1, (self.n_outputs, self.latent_dim)).unbind(-2)
+
+
+def autoregressive_solve(
+    update: Callable[[Tensor], tuple[Tensor, Tensor]], like: Tensor, passes: int
+) -> tuple[Tensor, Tensor]:
+    r"""Solves ``x = g(x)`` for an autoregressive ``g``, in ``passes`` parallel passes.
+
+    Output ``i`` of ``g`` may depend only on the dimensions of ``x`` that come before
+    ``i`` in some order (a MADE's). Starting from ``x = 0``, after pass ``k`` the first
+    ``k`` dimensions in that order are exact, so ``passes = D`` gives the exact solution.
+    Since each exact dimension stays the same function of the inputs in every later pass,
+    autograd through the passes gives the exact derivatives of the solution too.
+
+    Arguments:
+        update: ``x -> (g(x), aux)``, with ``aux`` any autoregressive by-product of the
+            pass (the log-scales, say). The last pass computes it at the exact solution,
+            so no extra network evaluation is needed.
+        like: a tensor of the shape, dtype and device of ``x`` (``[..., D]``).
+        passes: the number of passes, ``D`` for an exact solution.
+
+    Returns:
+        The solution ``x`` and the ``aux`` of the last pass.
+
+    Example:
+        >>> import torch
+        >>> y = torch.tensor([1.0, 2.0, 3.0])
+        >>> def update(x):  # x_i = y_i + 0.5 * x_{i-1}
+        ...     return y + 0.5 * torch.cat([x.new_zeros(1), x[:-1]]), x.new_zeros(())
+        >>> autoregressive_solve(update, y, 3)[0]
+        tensor([1.0000, 2.5000, 4.2500])
+    """
+    if passes < 1:
+        raise ValueError(f"autoregressive_solve needs at least one pass, got {passes}")
+    x = torch.zeros_like(like)
+    for _ in range(passes):
+        x, aux = update(x)
+    return x, aux

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vaeflow.nets.made import MADE, order_for_step
+from vaeflow.nets.made import MADE, autoregressive_solve, order_for_step
 from vaeflow.posteriors.flows.base import FlowStep, register_flow
 
 __all__ = ["IAFStep"]
@@ -71,12 +71,17 @@ class IAFStep(FlowStep):
         gate = torch.sigmoid(s)
         return gate * z + (1 - gate) * m, F.logsigmoid(s).sum(-1)
 
+    @property
+    def order(self) -> Tensor:
+        r"""The autoregressive order of this step (a permutation of ``0..D-1``)."""
+        return self.made.order
+
     def inverse(self, y: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
-        # D passes: after pass k the first k dimensions in the step's order are exact.
-        z = torch.zeros_like(y)
-        for _ in range(self.latent_dim):
+        # z = (y - (1 - gate) m) / gate with (m, gate) functions of z_<i: D passes.
+        def update(z: Tensor) -> tuple[Tensor, Tensor]:
             m, s = self.made(z, h)
             gate = torch.sigmoid(s)
-            z = (y - (1 - gate) * m) / gate
-        _, s = self.made(z, h)
+            return (y - (1 - gate) * m) / gate, s
+
+        z, s = autoregressive_solve(update, y, self.latent_dim)
         return z, F.logsigmoid(s).sum(-1)

@@ -1,0 +1,55 @@
+"""Every option of every config group composes, and the keys users type exist."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from vaeflow.data import DATASETS
+from vaeflow.model import build_model
+from vaeflow.posteriors import POSTERIORS
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and not p.name.startswith("__"))
+OPTIONS = [(g, y.stem) for g in GROUPS for y in sorted((CONF / g).glob("*.yaml"))]
+
+
+@pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_every_option_composes(compose_train, group: str, option: str):
+    cfg = compose_train(f"{group}={option}")
+    OmegaConf.resolve(cfg)
+    if group == "posterior":
+        assert cfg.posterior.name == option
+        model = build_model(cfg, (1, 8, 8))  # every family builds on the default digits shape
+        assert model.posterior.latent_dim == cfg.model.latent_dim
+    if group == "dataset":
+        assert cfg.dataset.name in DATASETS
+
+
+def test_every_registered_family_has_a_config():
+    configs = {y.stem for y in (CONF / "posterior").glob("*.yaml")}
+    assert set(POSTERIORS.names()) <= configs
+
+
+def test_the_keys_users_type(compose_train):
+    cfg = compose_train(
+        "dataset=binarized_mnist",
+        "dataset.root=/somewhere",
+        "dataset.download=true",
+        "encoder=mlp",
+        "decoder=mlp",
+        "posterior=iaf",
+        "posterior.depth=8",
+        "kl=mc",
+        "model.latent_dim=40",
+        "optim.lr=5e-4",
+        "trainer.batch_size=64",
+        "trainer.max_epochs=3",
+        "trainer.device=cpu",
+        "seed=7",
+    )
+    assert (cfg.dataset.root, cfg.dataset.download, cfg.posterior.depth) == ("/somewhere", True, 8)
+    assert (cfg.kl.estimator, cfg.model.latent_dim, cfg.optim.lr) == ("mc", 40, 5e-4)
+    assert (cfg.trainer.batch_size, cfg.trainer.max_epochs, cfg.trainer.device, cfg.seed) == (64, 3, "cpu", 7)
