@@ -19,9 +19,7 @@ FAST = ["trainer.progress=plain", "trainer.iw_k=8", "trainer.threads=1"]
 
 def run(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    result = subprocess.run(
-        [*VAEFLOW, *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=300
-    )
+    result = subprocess.run([*VAEFLOW, *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=300)
     if check and result.returncode != 0:
         raise AssertionError(f"vaeflow {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
     return result
@@ -59,7 +57,14 @@ def test_config_error_is_one_line_and_exits_non_zero(tmp_path: Path):
 @pytest.mark.parametrize("posterior", ["mean_field", "iaf"])
 def test_one_epoch_writes_events_checkpoints_and_metrics(tmp_path: Path, posterior: str):
     run_dir = tmp_path / "run"
-    run("train", f"posterior={posterior}", "trainer.max_epochs=1", f"hydra.run.dir={run_dir}", *FAST, cwd=tmp_path)
+    run(
+        "train",
+        f"posterior={posterior}",
+        "trainer.max_epochs=1",
+        f"hydra.run.dir={run_dir}",
+        *FAST,
+        cwd=tmp_path,
+    )
 
     events = EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0, "images": 0})
     events.Reload()
@@ -88,11 +93,21 @@ def test_one_epoch_writes_events_checkpoints_and_metrics(tmp_path: Path, posteri
 
 def test_multirun_gives_each_job_its_own_directory(tmp_path: Path):
     sweep = tmp_path / "sweep"
-    run("train", "-m", "seed=1,2", "trainer.max_epochs=1", "trainer.images=0", f"hydra.sweep.dir={sweep}",
-        *FAST, cwd=tmp_path)
+    run(
+        "train",
+        "-m",
+        "seed=1,2",
+        "trainer.max_epochs=1",
+        "trainer.images=0",
+        f"hydra.sweep.dir={sweep}",
+        *FAST,
+        cwd=tmp_path,
+    )
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
     # overrides are readable in the job names; device, threads and progress are left out
-    assert jobs == ["0_seed=1,trainer.images=0,trainer.iw_k=8,trainer.max_epochs=1",
-                    "1_seed=2,trainer.images=0,trainer.iw_k=8,trainer.max_epochs=1"]
+    assert jobs == [
+        "0_seed=1,trainer.images=0,trainer.iw_k=8,trainer.max_epochs=1",
+        "1_seed=2,trainer.images=0,trainer.iw_k=8,trainer.max_epochs=1",
+    ]
     for job in jobs:
         assert (sweep / job / "metrics.json").is_file()

@@ -23,7 +23,9 @@ def tiny_vae(posterior: str = "mean_field", **options) -> VAE:
     posterior_module = POSTERIORS.build({"name": posterior, **options}, latent_dim=1, feature_dim=2).double()
     decoder = nn.Linear(1, 2).double()
     with torch.no_grad():
-        posterior_module.base.linear.weight.copy_(torch.tensor([[0.5, -0.25], [0.1, 0.2]], dtype=torch.float64))
+        posterior_module.base.linear.weight.copy_(
+            torch.tensor([[0.5, -0.25], [0.1, 0.2]], dtype=torch.float64)
+        )
         posterior_module.base.linear.bias.copy_(torch.tensor([0.3, -0.4], dtype=torch.float64))
         decoder.weight.copy_(torch.tensor([[1.5], [-0.7]], dtype=torch.float64))
         decoder.bias.copy_(torch.tensor([0.2, 0.1], dtype=torch.float64))
@@ -48,7 +50,12 @@ def test_elbo_of_a_tiny_model_matches_a_hand_computation(estimator: str):
         log_sigma = 0.1 * x1 + 0.2 * x2 - 0.4
         z = mu + math.exp(log_sigma) * eps[b]
         l1, l2 = 1.5 * z + 0.2, -0.7 * z + 0.1
-        rec = x1 * log_sigmoid(l1) + (1 - x1) * log_sigmoid(-l1) + x2 * log_sigmoid(l2) + (1 - x2) * log_sigmoid(-l2)
+        rec = (
+            x1 * log_sigmoid(l1)
+            + (1 - x1) * log_sigmoid(-l1)
+            + x2 * log_sigmoid(l2)
+            + (1 - x2) * log_sigmoid(-l2)
+        )
         if estimator == "analytic":
             kl = 0.5 * (math.exp(2 * log_sigma) + mu**2 - 1) - log_sigma
         else:

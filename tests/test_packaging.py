@@ -10,9 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_pyproject_lists_every_package():
     setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    on_disk = {
-        ".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "vaeflow").rglob("__init__.py")
-    }
+    on_disk = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "vaeflow").rglob("__init__.py")}
     assert set(setuptools["packages"]) == on_disk | {"vaeflow.conf"}
     assert setuptools["package-dir"]["vaeflow.conf"] == "conf"
     assert (ROOT / "conf" / "__init__.py").is_file()

@@ -40,6 +40,7 @@ from vaeflow.objectives import elbo, iwae_bound, kl_beta, resolve_kl, training_l
 from vaeflow.progress import Reporter, progress_mode
 
 __all__ = [
+    "Trainer",
     "train",
     "resolve_device",
     "seed_everything",
@@ -155,6 +156,268 @@ def _all_finite(model: torch.nn.Module) -> bool:
     return all(torch.isfinite(p).all() for p in model.parameters())
 
 
+class Trainer:
+    r"""One training run: built from the composed config, it owns the model, the
+    optimizer, the data loaders, the TensorBoard writer and the run's counters.
+
+    Arguments:
+        cfg: the composed config (``conf/train.yaml``).
+        run_dir: the run's output directory.
+        multirun: whether this is one job of a sweep (plain progress lines).
+    """
+
+    def __init__(self, cfg: DictConfig, run_dir: str | Path, *, multirun: bool = False) -> None:
+        _check_trainer(cfg)
+        self.cfg, self.t = cfg, cfg.trainer
+        self.run_dir = Path(run_dir)
+        seed_everything(int(cfg.seed))
+        if self.t.threads:
+            torch.set_num_threads(int(self.t.threads))
+        self.device = resolve_device(str(self.t.device))
+        self.mode = progress_mode(str(self.t.progress), multirun)
+
+        self.data = load_dataset(cfg.dataset)
+        self.model = build_model(cfg, self.data.shape).to(self.device)
+        self.kl = resolve_kl(str(cfg.kl.estimator), self.model, str(cfg.posterior.name))
+        self.optimizer = build_optimizer(cfg.optim, self.model.parameters())
+        self.n_params = sum(p.numel() for p in self.model.parameters())
+
+        device, t = self.device, self.t
+        self.train_loader = BatchLoader(
+            self.data.train, int(t.batch_size), shuffle=True, seed=int(cfg.seed), device=device
+        )
+        self.val_loader = BatchLoader(self.data.val, int(t.val_batch_size), device=device)
+        self.iw_images = _seeded_subset(self.data.val, int(t.iw_limit)).images.to(device)
+        self.grid_x = self.data.val.images[: int(t.images) // 2].to(device)
+        generator = torch.Generator().manual_seed(0)
+        self.grid_z = torch.randn(int(t.images), self.model.latent_dim, generator=generator).to(device)
+
+        self.config_dict = OmegaConf.to_container(cfg, resolve=True)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        self.writer = SummaryWriter(str(self.run_dir / "tb"))
+
+        self.epoch = self.step = self.bad_steps = self.bad_epochs = 0
+        self.best = {"val_elbo": -math.inf, "epoch": 0}
+        self.history: list[dict[str, float]] = []
+        self.train_time, self.images_seen = 0.0, 0
+        self.last_iw: float | None = None
+
+    # ---------------------------------------------------------------- the loop
+
+    def fit(self) -> dict[str, Any]:
+        r"""Trains until ``max_epochs`` or early stopping; returns the final metrics."""
+        cfg, t, data = self.cfg, self.t, self.data
+        log.info(
+            "vaeflow train: %s %s (%d/%d/%d images), posterior=%s, kl=%s, latent_dim=%d, "
+            "%s parameters, device %s; run dir %s",
+            cfg.dataset.name, data.shape, len(data.train), len(data.val), len(data.test),
+            cfg.posterior.name, self.kl, self.model.latent_dim, f"{self.n_params:,}", self.device,
+            self.run_dir,
+        )  # fmt: skip
+        stopped = "max_epochs"
+        try:
+            with Reporter(self.mode, int(t.max_epochs), len(self.train_loader)) as reporter:
+                while self.epoch < int(t.max_epochs):
+                    self.epoch += 1
+                    train_stats = self.train_epoch(reporter)
+                    val = self.validate()
+                    improved = self.save_checkpoints(val)
+                    self.history.append(
+                        {"epoch": self.epoch}
+                        | {f"train/{k}": v for k, v in train_stats.items()}
+                        | {f"val/{k}": v for k, v in val.items()}
+                    )
+                    reporter.end_epoch(self.epoch, self._epoch_line(train_stats, val, improved))
+                    self.writer.flush()
+                    patience = t.early_stopping.patience
+                    if patience is not None and self.bad_epochs >= int(patience):
+                        stopped = "early_stopping"
+                        reporter.message(
+                            f"early stopping: no better validation ELBO for {self.bad_epochs} epochs"
+                        )
+                        break
+            return self.finish(stopped)
+        finally:
+            self.writer.close()
+
+    def train_epoch(self, reporter: Reporter) -> dict[str, float]:
+        r"""One pass over the training split; returns the epoch's mean ELBO terms."""
+        self.model.train()
+        sums = torch.zeros(3, dtype=torch.float64)
+        n_seen, start = 0, time.perf_counter()
+        reporter.start_epoch(self.epoch)
+        steps = len(self.train_loader)
+        for i, x in enumerate(self.train_loader):
+            self.beta = kl_beta(self.epoch - 1 + i / steps, float(self.cfg.objective.warmup_epochs))
+            values = self.train_step(x)
+            if values is None:
+                continue
+            sums += values
+            n_seen += x.shape[0]
+            if self.mode == "rich":
+                rec, kl = (sums[:2] / n_seen).tolist()
+                rate = n_seen / max(time.perf_counter() - start, 1e-9)
+                reporter.step(f"elbo {rec - kl:.2f}  kl {kl:.2f}  {rate:,.0f} img/s")
+        elapsed = time.perf_counter() - start
+        self.train_time += elapsed
+        self.images_seen += n_seen
+        rec, kl, loss = (sums / max(n_seen, 1)).tolist()
+        stats = {"elbo": rec - kl, "rec": rec, "kl": kl, "loss": loss}
+        stats["images_per_s"] = n_seen / max(elapsed, 1e-9)
+        for name, value in stats.items():
+            self.writer.add_scalar(f"train_epoch/{name}", value, self.epoch)
+        self.writer.add_scalar("train_epoch/beta", self.beta, self.epoch)
+        return stats
+
+    def train_step(self, x: Tensor) -> Tensor | None:
+        r"""One optimizer step on batch ``x``: the batch's summed ``(rec, kl, loss)``, or
+        ``None`` when the loss or the gradient is not finite and the step was skipped."""
+        t = self.t
+        terms = elbo(self.model, x, self.kl, int(self.cfg.objective.samples))
+        loss = training_loss(terms, self.beta, float(self.cfg.objective.free_bits), self.model.latent_dim)
+        self.optimizer.zero_grad(set_to_none=True)
+        grad_norm = torch.tensor(math.nan)
+        if torch.isfinite(loss):
+            loss.backward()
+            grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+            if t.grad_clip:
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(t.grad_clip))
+            else:
+                grad_norm = torch.nn.utils.get_total_norm(grads)
+        if not torch.isfinite(grad_norm):
+            self._skip_step("loss" if not torch.isfinite(loss) else "gradient")
+            return None
+        self.bad_steps = 0
+        self.optimizer.step()
+        self.step += 1
+        batch = x.shape[0]
+        values = torch.stack([terms.rec.detach().sum(), terms.kl.detach().sum(), loss.detach() * batch])
+        values = values.double().cpu()
+        if self.step % int(t.log_every) == 0:
+            rec, kl, loss_value = (values / batch).tolist()
+            scalars = {"elbo": rec - kl, "rec": rec, "kl": kl, "loss": loss_value, "beta": self.beta,
+                       "lr": self.optimizer.param_groups[0]["lr"], "grad_norm": float(grad_norm)}  # fmt: skip
+            for name, value in scalars.items():
+                self.writer.add_scalar(f"train/{name}", value, self.step)
+        return values
+
+    def _skip_step(self, what: str) -> None:
+        self.bad_steps += 1
+        log.warning("step %d: non-finite %s, step skipped (%d in a row)", self.step, what, self.bad_steps)
+        self.writer.add_scalar("train/skipped_steps", self.bad_steps, self.step)
+        if self.bad_steps >= int(self.t.max_bad_steps):
+            best = self.ckpt_dir / "best.pt"
+            raise TrainingError(
+                f"{self.bad_steps} non-finite steps in a row at epoch {self.epoch}; the last good "
+                f"checkpoint is {best if best.exists() else 'none (no epoch finished)'}; "
+                "lower optim.lr, set trainer.grad_clip or use objective.warmup_epochs"
+            )
+
+    # ------------------------------------------------------- per-epoch evaluation
+
+    def validate(self) -> dict[str, float]:
+        r"""Validation ELBO terms, the IW-NLL estimate every ``iw_every`` epochs, image grids."""
+        t, epoch = self.t, self.epoch
+        val = evaluate_elbo(self.model, self.val_loader, self.kl)
+        self.iw_now = int(t.iw_every) > 0 and (epoch % int(t.iw_every) == 0 or epoch == int(t.max_epochs))
+        if self.iw_now:
+            self.last_iw = evaluate_iw_nll(self.model, self.iw_images, int(t.iw_k))
+            val["iw_nll"] = self.last_iw
+        for name, value in val.items():
+            self.writer.add_scalar(f"val/{name}", value, epoch)
+        if int(t.images):
+            self.model.eval()
+            self.writer.add_image("val/samples", _grid(self.model.decode_mean(self.grid_z)), epoch)
+            pairs = torch.stack([self.grid_x, self.model.reconstruct(self.grid_x)], 1).flatten(0, 1)
+            self.writer.add_image("val/reconstructions", _grid(pairs), epoch)
+        return val
+
+    def save_checkpoints(self, val: Mapping[str, float]) -> bool:
+        r"""Writes ``last.pt``, and ``best.pt`` when the validation ELBO improved (and the
+        weights are finite); returns whether it improved."""
+        improved = val["elbo"] > self.best["val_elbo"] + float(self.t.early_stopping.min_delta)
+        improved = improved and math.isfinite(val["elbo"]) and _all_finite(self.model)
+        if improved:
+            self.best = {"val_elbo": val["elbo"], "epoch": self.epoch}
+            self.bad_epochs = 0
+        else:
+            self.bad_epochs += 1
+        state = self.state_dict()
+        if improved:
+            save_atomic(state, self.ckpt_dir / "best.pt")
+        save_atomic(state, self.ckpt_dir / "last.pt")
+        return improved
+
+    def state_dict(self) -> dict[str, Any]:
+        r"""The checkpoint: plain containers only (``torch.load(weights_only=True)``)."""
+        return {
+            "version": 1,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "config": self.config_dict,
+            "rng": rng_state(),
+            "loader": self.train_loader.state_dict(),
+            "best": dict(self.best),
+            "early_stopping": {"bad_epochs": self.bad_epochs},
+            "history": list(self.history),
+            "param_count": self.n_params,
+        }
+
+    def _epoch_line(self, train: Mapping[str, float], val: Mapping[str, float], improved: bool) -> str:
+        line = (
+            f"epoch {self.epoch}/{self.t.max_epochs}  train elbo {train['elbo']:.2f}  "
+            f"val elbo {val['elbo']:.2f} (rec {val['rec']:.2f}, kl {val['kl']:.2f})"
+        )
+        if "iw_nll" in val:
+            line += f"  val iw-nll {val['iw_nll']:.2f}"
+        line += f"  beta {self.beta:.2f}  {train['images_per_s']:,.0f} img/s"
+        return line + ("  *best" if improved else "")
+
+    # -------------------------------------------------------------------- the end
+
+    def finish(self, stopped: str) -> dict[str, Any]:
+        r"""Tests the best checkpoint, writes hparams and ``metrics.json``."""
+        cfg, t = self.cfg, self.t
+        metrics: dict[str, Any] = {
+            "status": "completed",
+            "stopped_by": stopped,
+            "epochs": self.epoch,
+            "steps": self.step,
+            "best_epoch": self.best["epoch"],
+            "val/elbo": self.best["val_elbo"],
+            "val/iw_nll": self.last_iw,
+            "iw_k": int(t.iw_k),
+            "train_time_s": self.train_time,
+            "images_per_s": self.images_seen / max(self.train_time, 1e-9),
+            "parameters": self.n_params,
+            "posterior": str(cfg.posterior.name),
+            "depth": cfg.posterior.get("depth"),
+            "dataset": str(cfg.dataset.name),
+            "latent_dim": self.model.latent_dim,
+            "kl_estimator": self.kl,
+            "history": self.history,
+        }
+        if t.test and self.best["epoch"] > 0:
+            state = load_checkpoint(self.ckpt_dir / "best.pt", map_location=self.device)
+            self.model.load_state_dict(state["model"])
+            test_loader = BatchLoader(self.data.test, int(t.val_batch_size), device=self.device)
+            test = evaluate_elbo(self.model, test_loader, self.kl)
+            test["iw_nll"] = evaluate_iw_nll(self.model, test_loader.images, int(t.iw_k))
+            metrics |= {f"test/{k}": v for k, v in test.items()}
+            for name, value in test.items():
+                self.writer.add_scalar(f"test/{name}", value, self.best["epoch"])
+            log.info(
+                "test (best epoch %d): elbo %.3f  rec %.3f  kl %.3f  iw-nll (k=%d) %.3f",
+                self.best["epoch"], test["elbo"], test["rec"], test["kl"], int(t.iw_k), test["iw_nll"],
+            )  # fmt: skip
+        _write_hparams(self.writer, cfg, metrics)
+        write_json_atomic(metrics, self.run_dir / "metrics.json")
+        return metrics
+
+
 def train(cfg: DictConfig, run_dir: str | Path, *, multirun: bool = False) -> dict[str, Any]:
     r"""Trains the VAE that ``cfg`` describes and writes everything under ``run_dir``.
 
@@ -166,225 +429,7 @@ def train(cfg: DictConfig, run_dir: str | Path, *, multirun: bool = False) -> di
     Returns:
         The final metrics, as written to ``metrics.json``.
     """
-    run_dir = Path(run_dir)
-    _check_trainer(cfg)
-    t = cfg.trainer
-    seed_everything(int(cfg.seed))
-    if t.threads:
-        torch.set_num_threads(int(t.threads))
-    device = resolve_device(str(t.device))
-    mode = progress_mode(str(t.progress), multirun)
-
-    data = load_dataset(cfg.dataset)
-    model = build_model(cfg, data.shape).to(device)
-    kl = resolve_kl(str(cfg.kl.estimator), model, str(cfg.posterior.name))
-    optimizer = build_optimizer(cfg.optim, model.parameters())
-    n_params = sum(p.numel() for p in model.parameters())
-    latent_dim = model.latent_dim
-
-    train_loader = BatchLoader(data.train, int(t.batch_size), shuffle=True, seed=int(cfg.seed), device=device)
-    val_loader = BatchLoader(data.val, int(t.val_batch_size), device=device)
-    test_loader = BatchLoader(data.test, int(t.val_batch_size), device=device)
-    iw_images = _seeded_subset(data.val, int(t.iw_limit)).images.to(device)
-    grid_n = int(t.images)
-    grid_x = data.val.images[: grid_n // 2].to(device)
-    grid_z = torch.randn(grid_n, latent_dim, generator=torch.Generator().manual_seed(0)).to(device)
-
-    config_dict = OmegaConf.to_container(cfg, resolve=True)
-    ckpt_dir = run_dir / "checkpoints"
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    writer = SummaryWriter(str(run_dir / "tb"))
-    log.info(
-        "vaeflow train: %s on %s %s, posterior=%s, kl=%s, latent_dim=%d, %s parameters, device %s; run dir %s",
-        cfg.dataset.name,
-        data.shape,
-        f"({len(data.train)}/{len(data.val)}/{len(data.test)} images)",
-        cfg.posterior.name,
-        kl,
-        latent_dim,
-        f"{n_params:,}",
-        device,
-        run_dir,
-    )
-
-    step, bad_steps, bad_epochs = 0, 0, 0
-    best = {"val_elbo": -math.inf, "epoch": 0}
-    history: list[dict[str, float]] = []
-    last_iw = None
-    train_time = 0.0
-    images_seen = 0
-    stopped = "max_epochs"
-
-    def checkpoint(epoch: int) -> dict:
-        return {
-            "version": 1,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "epoch": epoch,
-            "step": step,
-            "config": config_dict,
-            "rng": rng_state(),
-            "loader": train_loader.state_dict(),
-            "best": dict(best),
-            "early_stopping": {"bad_epochs": bad_epochs},
-            "param_count": n_params,
-        }
-
-    try:
-        with Reporter(mode, int(t.max_epochs), len(train_loader)) as reporter:
-            for epoch in range(1, int(t.max_epochs) + 1):
-                reporter.start_epoch(epoch)
-                model.train()
-                sums = torch.zeros(3, dtype=torch.float64)
-                n_seen, epoch_start = 0, time.perf_counter()
-                for i, x in enumerate(train_loader):
-                    beta = kl_beta(epoch - 1 + i / len(train_loader), float(cfg.objective.warmup_epochs))
-                    terms = elbo(model, x, kl, int(cfg.objective.samples))
-                    loss = training_loss(terms, beta, float(cfg.objective.free_bits), latent_dim)
-                    optimizer.zero_grad(set_to_none=True)
-                    if torch.isfinite(loss):
-                        loss.backward()
-                        params = [p for p in model.parameters() if p.grad is not None]
-                        if t.grad_clip:
-                            grad_norm = torch.nn.utils.clip_grad_norm_(params, float(t.grad_clip))
-                        else:
-                            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
-                    if not torch.isfinite(loss) or not torch.isfinite(grad_norm):
-                        bad_steps += 1
-                        log.warning(
-                            "step %d: non-finite %s, step skipped (%d in a row)",
-                            step,
-                            "loss" if not torch.isfinite(loss) else "gradient",
-                            bad_steps,
-                        )
-                        writer.add_scalar("train/skipped_steps", bad_steps, step)
-                        if bad_steps >= int(t.max_bad_steps):
-                            last_good = ckpt_dir / "best.pt"
-                            raise TrainingError(
-                                f"{bad_steps} non-finite steps in a row at epoch {epoch}; the last good "
-                                f"checkpoint is {last_good if last_good.exists() else 'none (no epoch finished)'}; "
-                                "lower optim.lr, set trainer.grad_clip or use objective.warmup_epochs"
-                            )
-                        continue
-                    bad_steps = 0
-                    optimizer.step()
-                    step += 1
-                    batch = x.shape[0]
-                    values = torch.stack(
-                        [terms.rec.detach().sum(), terms.kl.detach().sum(), loss.detach() * batch]
-                    )
-                    sums += values.double().cpu()
-                    n_seen += batch
-                    if step % int(t.log_every) == 0:
-                        rec, kl_value = (values[:2] / batch).tolist()
-                        writer.add_scalar("train/elbo", rec - kl_value, step)
-                        writer.add_scalar("train/rec", rec, step)
-                        writer.add_scalar("train/kl", kl_value, step)
-                        writer.add_scalar("train/loss", values[2].item() / batch, step)
-                        writer.add_scalar("train/beta", beta, step)
-                        writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
-                        writer.add_scalar("train/grad_norm", float(grad_norm), step)
-                    reporter.step(f"elbo {(sums[0] - sums[1]).item() / max(n_seen, 1):.2f}")
-                epoch_time = time.perf_counter() - epoch_start
-                train_time += epoch_time
-                images_seen += n_seen
-                ips = n_seen / max(epoch_time, 1e-9)
-                rec, kl_value, loss_mean = (sums / max(n_seen, 1)).tolist()
-                train_stats = {"elbo": rec - kl_value, "rec": rec, "kl": kl_value, "loss": loss_mean}
-
-                val = evaluate_elbo(model, val_loader, kl)
-                for name, value in train_stats.items():
-                    writer.add_scalar(f"train_epoch/{name}", value, epoch)
-                for name, value in val.items():
-                    writer.add_scalar(f"val/{name}", value, epoch)
-                writer.add_scalar("train_epoch/images_per_s", ips, epoch)
-                writer.add_scalar("train_epoch/beta", beta, epoch)
-                if t.iw_every and epoch % int(t.iw_every) == 0 or epoch == int(t.max_epochs):
-                    last_iw = evaluate_iw_nll(model, iw_images, int(t.iw_k))
-                    writer.add_scalar("val/iw_nll", last_iw, epoch)
-                if grid_n:
-                    model.eval()
-                    writer.add_image("val/samples", _grid(model.decode_mean(grid_z)), epoch)
-                    pairs = torch.stack([grid_x, model.reconstruct(grid_x)], 1).flatten(0, 1)
-                    writer.add_image("val/reconstructions", _grid(pairs), epoch)
-
-                improved = val["elbo"] > best["val_elbo"] + float(t.early_stopping.min_delta)
-                finite = math.isfinite(val["elbo"]) and _all_finite(model)
-                if improved and finite:
-                    best = {"val_elbo": val["elbo"], "epoch": epoch}
-                    bad_epochs = 0
-                    save_atomic(checkpoint(epoch), ckpt_dir / "best.pt")
-                else:
-                    bad_epochs += 1
-                save_atomic(checkpoint(epoch), ckpt_dir / "last.pt")
-                history.append(
-                    {
-                        "epoch": epoch,
-                        **{f"train/{k}": v for k, v in train_stats.items()},
-                        **{f"val/{k}": v for k, v in val.items()},
-                    }
-                )
-                reporter.end_epoch(
-                    epoch,
-                    f"epoch {epoch}/{t.max_epochs}  train elbo {train_stats['elbo']:.2f}  "
-                    f"val elbo {val['elbo']:.2f} (rec {val['rec']:.2f}, kl {val['kl']:.2f})"
-                    + (
-                        f"  val iw-nll {last_iw:.2f}"
-                        if last_iw is not None and epoch % max(int(t.iw_every), 1) == 0
-                        else ""
-                    )
-                    + f"  beta {beta:.2f}  {ips:,.0f} img/s"
-                    + ("  *best" if best["epoch"] == epoch else ""),
-                )
-                writer.flush()
-                patience = t.early_stopping.patience
-                if patience is not None and bad_epochs >= int(patience):
-                    stopped = "early_stopping"
-                    reporter.message(f"early stopping: no better validation ELBO for {bad_epochs} epochs")
-                    break
-    finally:
-        writer.flush()
-
-    metrics: dict[str, Any] = {
-        "status": "completed",
-        "stopped_by": stopped,
-        "epochs": epoch,
-        "steps": step,
-        "best_epoch": best["epoch"],
-        "val/elbo": best["val_elbo"],
-        "val/iw_nll": last_iw,
-        "iw_k": int(t.iw_k),
-        "train_time_s": train_time,
-        "images_per_s": images_seen / max(train_time, 1e-9),
-        "parameters": n_params,
-        "posterior": str(cfg.posterior.name),
-        "depth": cfg.posterior.get("depth"),
-        "dataset": str(cfg.dataset.name),
-        "latent_dim": latent_dim,
-        "kl_estimator": kl,
-        "history": history,
-    }
-    if t.test and best["epoch"] > 0:
-        state = load_checkpoint(ckpt_dir / "best.pt", map_location=device)
-        model.load_state_dict(state["model"])
-        test = evaluate_elbo(model, test_loader, kl)
-        test["iw_nll"] = evaluate_iw_nll(model, test_loader.images, int(t.iw_k))
-        metrics.update({f"test/{k}": v for k, v in test.items()})
-        for name, value in test.items():
-            writer.add_scalar(f"test/{name}", value, best["epoch"])
-        log.info(
-            "test (best epoch %d): elbo %.3f  rec %.3f  kl %.3f  iw-nll (k=%d) %.3f",
-            best["epoch"],
-            test["elbo"],
-            test["rec"],
-            test["kl"],
-            int(t.iw_k),
-            test["iw_nll"],
-        )
-    _write_hparams(writer, cfg, metrics)
-    writer.close()
-    write_json_atomic(metrics, run_dir / "metrics.json")
-    return metrics
+    return Trainer(cfg, run_dir, multirun=multirun).fit()
 
 
 def _seeded_subset(split: Split, limit: int) -> Split:

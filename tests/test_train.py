@@ -1,0 +1,73 @@
+"""The training loop, called as a function (conf/train.yaml composed as the CLI does)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import vaeflow.train as train_module
+from vaeflow.errors import ConfigError, TrainingError
+from vaeflow.objectives import ElboTerms
+from vaeflow.train import train
+
+FAST = ["trainer.progress=plain", "trainer.iw_k=4", "trainer.images=0", "trainer.threads=1"]
+
+
+def test_validation_elbo_improves_on_digits(compose_train, tmp_path):
+    cfg = compose_train("trainer.max_epochs=6", "trainer.iw_every=3", *FAST)
+    metrics = train(cfg, tmp_path)
+    val = [row["val/elbo"] for row in metrics["history"]]
+    assert len(val) == 6 and val[-1] > val[0] + 1.0
+    assert metrics["best_epoch"] >= 4 and metrics["val/elbo"] == max(val)
+    assert math.isfinite(metrics["test/elbo"]) and metrics["val/iw_nll"] > 0
+
+
+def test_early_stopping_stops_after_patience(compose_train, tmp_path):
+    # min_delta so large that no epoch after the first counts as an improvement
+    cfg = compose_train("trainer.max_epochs=10", "trainer.early_stopping.patience=2",
+                        "trainer.early_stopping.min_delta=1000", *FAST)  # fmt: skip
+    metrics = train(cfg, tmp_path)
+    assert metrics["stopped_by"] == "early_stopping"
+    assert metrics["epochs"] == 3 and metrics["best_epoch"] == 1
+
+
+def test_non_finite_steps_are_skipped_then_stop_the_run(compose_train, tmp_path, monkeypatch):
+    real_elbo, calls = train_module.elbo, {"n": 0}
+    steps_per_epoch = math.ceil(1297 / 100)
+
+    def poisoned(model, x, kl, n):  # the first epoch is clean, then every training loss is NaN
+        calls["n"] += model.training
+        terms = real_elbo(model, x, kl, n)
+        if model.training and calls["n"] > steps_per_epoch:
+            return ElboTerms(terms.rec * math.nan, terms.kl)
+        return terms
+
+    monkeypatch.setattr(train_module, "elbo", poisoned)
+    cfg = compose_train("trainer.max_epochs=5", "trainer.max_bad_steps=3", *FAST)
+    with pytest.raises(
+        TrainingError, match=r"3 non-finite steps in a row at epoch 2; the last good checkpoint is .*best\.pt"
+    ):
+        train(cfg, tmp_path)
+    state = torch.load(tmp_path / "checkpoints" / "best.pt", weights_only=True)
+    assert state["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("trainer.max_epochs=0", "trainer.max_epochs=0"),
+        ("trainer.batch_size=0", "trainer.batch_size=0"),
+        ("model.latent_dim=0", "model.latent_dim=0"),
+        ("posterior=iaf posterior.depth=0", "posterior.depth=0"),
+        ("optim.lr=-1", "optim.lr=-1"),
+        ("trainer.device=tpu", "trainer.device=tpu"),
+        ("encoder.activation=swish", "unknown activation 'swish'"),
+    ],
+)
+def test_bad_values_are_config_errors(compose_train, tmp_path, override, message):
+    cfg = compose_train(*override.split(), *FAST)
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        train(cfg, tmp_path)
