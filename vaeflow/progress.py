@@ -81,9 +81,11 @@ class Reporter:
             self._progress.stop()
             self._quiet.__exit__(*exc)
 
-    def start_epoch(self, epoch: int) -> None:
+    def start_epoch(self, epoch: int, completed: int = 0) -> None:
         if self._progress is not None:
-            self._progress.reset(self._steps, total=self.steps_per_epoch, description=f"epoch {epoch}")
+            self._progress.reset(
+                self._steps, total=self.steps_per_epoch, completed=completed, description=f"epoch {epoch}"
+            )
 
     def step(self, status: str) -> None:
         if self._progress is not None:

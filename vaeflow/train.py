@@ -19,9 +19,11 @@ import logging
 import math
 import os
 import random
+import signal
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,16 +34,20 @@ from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 from torchvision.utils import make_grid
 
-from vaeflow.checkpoint import load_checkpoint, rng_state, save_atomic
+from vaeflow.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
 from vaeflow.data import BatchLoader, Split, load_dataset
-from vaeflow.errors import ConfigError, TrainingError
+from vaeflow.errors import CheckpointError, ConfigError, TrainingError, VaeflowError
 from vaeflow.model import VAE, build_model
 from vaeflow.objectives import elbo, iwae_bound, kl_beta, resolve_kl, training_loss
 from vaeflow.progress import Reporter, progress_mode
+from vaeflow.resolvers import resume_run_dir  # noqa: F401  (registers ${vaeflow.resume_dir:...})
 
 __all__ = [
     "Trainer",
+    "Interrupted",
     "train",
+    "resume_checkpoint",
+    "check_same_model",
     "resolve_device",
     "seed_everything",
     "build_optimizer",
@@ -142,6 +148,14 @@ def _check_trainer(cfg: DictConfig) -> None:
         (t.threads is None or t.threads >= 1, f"trainer.threads={t.threads}: use null or >= 1"),
         (t.grad_clip is None or t.grad_clip > 0, f"trainer.grad_clip={t.grad_clip}: use null or > 0"),
         (t.max_bad_steps >= 1, f"trainer.max_bad_steps={t.max_bad_steps}: must be >= 1"),
+        (
+            t.checkpoint_every_epochs >= 1,
+            f"trainer.checkpoint_every_epochs={t.checkpoint_every_epochs}: must be >= 1",
+        ),
+        (
+            t.checkpoint_every_steps is None or t.checkpoint_every_steps >= 1,
+            f"trainer.checkpoint_every_steps={t.checkpoint_every_steps}: use null or >= 1",
+        ),
     ]
     for ok, message in checks:
         if not ok:
@@ -195,18 +209,58 @@ class Trainer:
         self.config_dict = OmegaConf.to_container(cfg, resolve=True)
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        self.writer = SummaryWriter(str(self.run_dir / "tb"))
 
-        self.epoch = self.step = self.bad_steps = self.bad_epochs = 0
+        self.epoch = self.step = self.bad_steps = self.bad_epochs = 0  # epoch: epochs completed
         self.best = {"val_elbo": -math.inf, "epoch": 0}
         self.history: list[dict[str, float]] = []
         self.train_time, self.images_seen = 0.0, 0
         self.last_iw: float | None = None
+        self.partial: dict[str, Any] | None = None  # progress inside an interrupted epoch
+        self.stop_signal: int | None = None
+        self.resumed_from = self._resume(resume_checkpoint(t.resume, self.run_dir))
+        self.writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step or None)
+
+    # ------------------------------------------------------------- resume
+
+    def _resume(self, path: Path | None) -> Path | None:
+        r"""Restores every piece of state from the checkpoint at ``path`` (if any)."""
+        if path is None:
+            return None
+        state = load_checkpoint(path, map_location=self.device)
+        check_same_model(state["config"], self.config_dict, path)
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise CheckpointError(
+                f"checkpoint {path} does not fit this model ({_first_line(e)}); "
+                "resume with the configuration the run was trained with"
+            ) from None
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.best = dict(state["best"])
+        self.bad_epochs = int(state["early_stopping"]["bad_epochs"])
+        self.history = list(state["history"])
+        self.train_time, self.images_seen = float(state["train_time"]), int(state["images_seen"])
+        self.last_iw = state.get("last_iw")
+        self.partial = state.get("partial")
+        self.train_loader.load_state_dict(state["loader"], mid_epoch=self.partial is not None)
+        set_rng_state(state["rng"])
+        where = (
+            f"epoch {self.epoch + 1}, batch {self.partial['batches']}"
+            if self.partial
+            else f"epoch {self.epoch}"
+        )
+        log.info("resumed from %s (%s, step %d)", path, where, self.step)
+        return path
 
     # ---------------------------------------------------------------- the loop
 
     def fit(self) -> dict[str, Any]:
-        r"""Trains until ``max_epochs`` or early stopping; returns the final metrics."""
+        r"""Trains until ``max_epochs`` or early stopping; returns the final metrics.
+
+        SIGINT and SIGTERM finish the current step, write ``last.pt`` and stop with a
+        one-line message saying how to resume.
+        """
         cfg, t, data = self.cfg, self.t, self.data
         log.info(
             "vaeflow train: %s %s (%d/%d/%d images), posterior=%s, kl=%s, latent_dim=%d, "
@@ -217,19 +271,31 @@ class Trainer:
         )  # fmt: skip
         stopped = "max_epochs"
         try:
-            with Reporter(self.mode, int(t.max_epochs), len(self.train_loader)) as reporter:
+            with (
+                _stop_on_signals(self),
+                Reporter(self.mode, int(t.max_epochs), len(self.train_loader)) as reporter,
+            ):
                 while self.epoch < int(t.max_epochs):
-                    self.epoch += 1
                     train_stats = self.train_epoch(reporter)
+                    if train_stats is None:  # a signal arrived
+                        save_atomic(self.state_dict(), self.ckpt_dir / "last.pt")
+                        raise Interrupted(self)
+                    self.epoch += 1
                     val = self.validate()
-                    improved = self.save_checkpoints(val)
                     self.history.append(
                         {"epoch": self.epoch}
                         | {f"train/{k}": v for k, v in train_stats.items()}
                         | {f"val/{k}": v for k, v in val.items()}
                     )
+                    improved = self.save_checkpoints(val)
+                    every = int(t.checkpoint_every_epochs)
+                    stop = self.stop_signal is not None
+                    if stop or self.epoch % every == 0 or self.epoch == int(t.max_epochs):
+                        save_atomic(self.state_dict(), self.ckpt_dir / "last.pt")
                     reporter.end_epoch(self.epoch, self._epoch_line(train_stats, val, improved))
                     self.writer.flush()
+                    if stop:
+                        raise Interrupted(self)
                     patience = t.early_stopping.patience
                     if patience is not None and self.bad_epochs >= int(patience):
                         stopped = "early_stopping"
@@ -241,24 +307,43 @@ class Trainer:
         finally:
             self.writer.close()
 
-    def train_epoch(self, reporter: Reporter) -> dict[str, float]:
-        r"""One pass over the training split; returns the epoch's mean ELBO terms."""
+    def train_epoch(self, reporter: Reporter) -> dict[str, float] | None:
+        r"""One pass over the training split (the rest of it, after a resume inside the
+        epoch); returns the epoch's mean ELBO terms, or ``None`` if a stop signal arrived."""
         self.model.train()
-        sums = torch.zeros(3, dtype=torch.float64)
-        n_seen, start = 0, time.perf_counter()
-        reporter.start_epoch(self.epoch)
-        steps = len(self.train_loader)
-        for i, x in enumerate(self.train_loader):
-            self.beta = kl_beta(self.epoch - 1 + i / steps, float(self.cfg.objective.warmup_epochs))
+        partial = self.partial or {
+            "batches": 0,
+            "sums": torch.zeros(3, dtype=torch.float64),
+            "seen": 0,
+            "time": 0.0,
+        }
+        self.partial = None
+        sums, n_seen, batches = partial["sums"].clone(), int(partial["seen"]), int(partial["batches"])
+        start = time.perf_counter() - float(partial["time"])
+        current, steps = self.epoch + 1, len(self.train_loader)
+        every = self.t.checkpoint_every_steps
+        reporter.start_epoch(current, completed=batches)
+        for x in self.train_loader.epoch(skip=batches):
+            self.beta = kl_beta(self.epoch + batches / steps, float(self.cfg.objective.warmup_epochs))
             values = self.train_step(x)
-            if values is None:
-                continue
-            sums += values
-            n_seen += x.shape[0]
-            if self.mode == "rich":
+            batches += 1
+            if values is not None:
+                sums += values
+                n_seen += x.shape[0]
+            if self.mode == "rich" and n_seen:
                 rec, kl = (sums[:2] / n_seen).tolist()
                 rate = n_seen / max(time.perf_counter() - start, 1e-9)
                 reporter.step(f"elbo {rec - kl:.2f}  kl {kl:.2f}  {rate:,.0f} img/s")
+            interrupted = self.stop_signal is not None
+            if batches < steps and (
+                interrupted or (every and values is not None and self.step % int(every) == 0)
+            ):
+                elapsed = time.perf_counter() - start
+                self.partial = {"batches": batches, "sums": sums, "seen": n_seen, "time": elapsed}
+                if interrupted:
+                    return None
+                save_atomic(self.state_dict(), self.ckpt_dir / "last.pt")
+                self.partial = None
         elapsed = time.perf_counter() - start
         self.train_time += elapsed
         self.images_seen += n_seen
@@ -266,8 +351,8 @@ class Trainer:
         stats = {"elbo": rec - kl, "rec": rec, "kl": kl, "loss": loss}
         stats["images_per_s"] = n_seen / max(elapsed, 1e-9)
         for name, value in stats.items():
-            self.writer.add_scalar(f"train_epoch/{name}", value, self.epoch)
-        self.writer.add_scalar("train_epoch/beta", self.beta, self.epoch)
+            self.writer.add_scalar(f"train_epoch/{name}", value, current)
+        self.writer.add_scalar("train_epoch/beta", self.beta, current)
         return stats
 
     def train_step(self, x: Tensor) -> Tensor | None:
@@ -309,7 +394,7 @@ class Trainer:
         if self.bad_steps >= int(self.t.max_bad_steps):
             best = self.ckpt_dir / "best.pt"
             raise TrainingError(
-                f"{self.bad_steps} non-finite steps in a row at epoch {self.epoch}; the last good "
+                f"{self.bad_steps} non-finite steps in a row at epoch {self.epoch + 1}; the last good "
                 f"checkpoint is {best if best.exists() else 'none (no epoch finished)'}; "
                 "lower optim.lr, set trainer.grad_clip or use objective.warmup_epochs"
             )
@@ -320,8 +405,8 @@ class Trainer:
         r"""Validation ELBO terms, the IW-NLL estimate every ``iw_every`` epochs, image grids."""
         t, epoch = self.t, self.epoch
         val = evaluate_elbo(self.model, self.val_loader, self.kl)
-        self.iw_now = int(t.iw_every) > 0 and (epoch % int(t.iw_every) == 0 or epoch == int(t.max_epochs))
-        if self.iw_now:
+        iw_now = int(t.iw_every) > 0 and (epoch % int(t.iw_every) == 0 or epoch == int(t.max_epochs))
+        if iw_now:
             self.last_iw = evaluate_iw_nll(self.model, self.iw_images, int(t.iw_k))
             val["iw_nll"] = self.last_iw
         for name, value in val.items():
@@ -334,19 +419,16 @@ class Trainer:
         return val
 
     def save_checkpoints(self, val: Mapping[str, float]) -> bool:
-        r"""Writes ``last.pt``, and ``best.pt`` when the validation ELBO improved (and the
-        weights are finite); returns whether it improved."""
+        r"""Writes ``best.pt`` when the validation ELBO improved and the weights are
+        finite (non-finite weights are never saved as best); returns whether it improved."""
         improved = val["elbo"] > self.best["val_elbo"] + float(self.t.early_stopping.min_delta)
         improved = improved and math.isfinite(val["elbo"]) and _all_finite(self.model)
         if improved:
             self.best = {"val_elbo": val["elbo"], "epoch": self.epoch}
             self.bad_epochs = 0
+            save_atomic(self.state_dict(), self.ckpt_dir / "best.pt")
         else:
             self.bad_epochs += 1
-        state = self.state_dict()
-        if improved:
-            save_atomic(state, self.ckpt_dir / "best.pt")
-        save_atomic(state, self.ckpt_dir / "last.pt")
         return improved
 
     def state_dict(self) -> dict[str, Any]:
@@ -357,12 +439,16 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "epoch": self.epoch,
             "step": self.step,
+            "partial": self.partial,
             "config": self.config_dict,
             "rng": rng_state(),
             "loader": self.train_loader.state_dict(),
             "best": dict(self.best),
             "early_stopping": {"bad_epochs": self.bad_epochs},
             "history": list(self.history),
+            "train_time": self.train_time,
+            "images_seen": self.images_seen,
+            "last_iw": self.last_iw,
             "param_count": self.n_params,
         }
 
@@ -430,6 +516,115 @@ def train(cfg: DictConfig, run_dir: str | Path, *, multirun: bool = False) -> di
         The final metrics, as written to ``metrics.json``.
     """
     return Trainer(cfg, run_dir, multirun=multirun).fit()
+
+
+#: config keys that may change when a run is resumed (everything else must match)
+RESUMABLE_KEYS = ("trainer", "hydra")
+
+
+def resume_checkpoint(resume: str | None, run_dir: Path) -> Path | None:
+    r"""The checkpoint that ``trainer.resume`` names, or ``None`` for a fresh start.
+
+    ``null``: none. ``auto``: ``run_dir/checkpoints/last.pt`` if it exists (a job restarted
+    by a scheduler in the same output directory). A run directory: its ``last.pt``. A
+    checkpoint file: that file.
+    """
+    if resume in (None, "", "none", "null"):
+        return None
+    if resume == "auto":
+        last = run_dir / "checkpoints" / "last.pt"
+        if last.is_file():
+            return last
+        log.info("trainer.resume=auto: no %s yet, starting afresh", last)
+        return None
+    path = Path(str(resume)).expanduser()
+    if path.is_dir():
+        path = path / "checkpoints" / "last.pt"
+    if not path.is_file():
+        raise CheckpointError(
+            f"trainer.resume={resume}: {path} not found; give a run directory (holding "
+            "checkpoints/last.pt), a checkpoint file, or trainer.resume=auto"
+        )
+    return path
+
+
+def check_same_model(saved: Mapping[str, Any], current: Mapping[str, Any], path: Path) -> None:
+    r"""Refuses to resume when the model, data or objective config differs from the
+    checkpoint's; the message names the keys that differ."""
+    differ = [
+        key
+        for key in _flat_keys(saved) | _flat_keys(current)
+        if key.split(".")[0] not in RESUMABLE_KEYS and _get(saved, key) != _get(current, key)
+    ]
+    if differ:
+        shown = ", ".join(
+            f"{k} ({_get(saved, k)!r} in the checkpoint, {_get(current, k)!r} now)"
+            for k in sorted(differ)[:4]
+        )
+        more = f" and {len(differ) - 4} more" if len(differ) > 4 else ""
+        raise CheckpointError(
+            f"checkpoint {path} was trained with another configuration: {shown}{more}; "
+            "resume with the same settings (only trainer.* may change)"
+        )
+
+
+def _flat_keys(tree: Any, prefix: str = "") -> set[str]:
+    if not isinstance(tree, Mapping):
+        return {prefix}
+    keys: set[str] = set()
+    for k, v in tree.items():
+        keys |= _flat_keys(v, f"{prefix}{k}" if not prefix else f"{prefix}.{k}")
+    return keys
+
+
+def _get(tree: Any, key: str) -> Any:
+    for part in key.split("."):
+        if not isinstance(tree, Mapping) or part not in tree:
+            return "<absent>"
+        tree = tree[part]
+    return tree
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return (text.splitlines()[0] if text else type(error).__name__)[:200]
+
+
+class Interrupted(VaeflowError):
+    r"""SIGINT or SIGTERM stopped the run after writing ``last.pt``."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.exit_code = 128 + int(trainer.stop_signal or signal.SIGINT)
+        name = signal.Signals(trainer.stop_signal or signal.SIGINT).name
+        super().__init__(
+            f"{name}: stopped at epoch {trainer.epoch + (trainer.partial is not None)}, step {trainer.step}; "
+            f"{trainer.ckpt_dir / 'last.pt'} is saved; continue with: "
+            f"vaeflow train <same overrides> trainer.resume={trainer.run_dir}"
+        )
+
+
+@contextmanager
+def _stop_on_signals(trainer: Trainer) -> Iterator[None]:
+    r"""SIGINT and SIGTERM ask the trainer to stop after the current step; a second
+    SIGINT interrupts at once."""
+
+    def handler(signum: int, frame: Any) -> None:
+        if trainer.stop_signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        trainer.stop_signal = signum
+        log.warning(
+            "%s received: finishing the current step, then saving last.pt", signal.Signals(signum).name
+        )
+
+    try:
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread (e.g. a launcher's worker): leave signals alone
+        previous = {}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 def _seeded_subset(split: Split, limit: int) -> Split:

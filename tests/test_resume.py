@@ -1,0 +1,100 @@
+"""Resume and interruption: a run stopped anywhere and resumed ends where an
+uninterrupted one does, bit for bit on CPU."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from vaeflow.errors import CheckpointError
+from vaeflow.train import Interrupted, Trainer, train
+
+FAST = ["trainer.progress=plain", "trainer.iw_k=4", "trainer.images=0", "trainer.threads=1"]
+# dynamic binarization, warm-up, several samples and early-stopping state all take part
+RUN = ["trainer.max_epochs=3", "objective.warmup_epochs=2", "objective.samples=2", "posterior=iaf",
+       "posterior.depth=2", "posterior.hidden_dims=[32]", *FAST]  # fmt: skip
+
+
+def interrupt_at(monkeypatch, step: int) -> None:
+    real = Trainer.train_step
+
+    def train_step(self, x):
+        values = real(self, x)
+        if self.step == step:
+            self.stop_signal = signal.SIGTERM
+        return values
+
+    monkeypatch.setattr(Trainer, "train_step", train_step)
+
+
+def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
+
+
+@pytest.mark.parametrize("stop_step", [13, 20])  # at an epoch's end and inside an epoch
+def test_interrupted_and_resumed_equals_uninterrupted(compose_train, tmp_path, monkeypatch, stop_step):
+    reference = train(compose_train(*RUN), tmp_path / "a")
+
+    with monkeypatch.context() as patch:
+        interrupt_at(patch, stop_step)
+        with pytest.raises(Interrupted, match=r"SIGTERM: stopped at epoch \d, step %d; .*last\.pt is saved; "
+                                              r"continue with: vaeflow train .*trainer\.resume=" % stop_step):  # fmt: skip
+            train(compose_train(*RUN), tmp_path / "b")
+    saved = torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=True)
+    assert saved["step"] == stop_step
+
+    resumed = train(compose_train(*RUN, f"trainer.resume={tmp_path / 'b'}"), tmp_path / "b")
+    a, b = final_weights(tmp_path / "a"), final_weights(tmp_path / "b")
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    assert resumed["steps"] == reference["steps"] and resumed["val/elbo"] == reference["val/elbo"]
+    assert [h["val/elbo"] for h in resumed["history"]] == [h["val/elbo"] for h in reference["history"]]
+
+
+def test_resume_auto_starts_afresh_then_continues(compose_train, tmp_path):
+    run = tmp_path / "run"
+    first = train(compose_train("trainer.max_epochs=1", "trainer.resume=auto", *FAST), run)
+    assert first["epochs"] == 1
+    second = train(compose_train("trainer.max_epochs=2", "trainer.resume=auto", *FAST), run)
+    assert second["epochs"] == 2 and second["steps"] == 2 * first["steps"]
+
+
+def test_resume_refuses_another_model(compose_train, tmp_path):
+    train(compose_train("trainer.max_epochs=1", *FAST), tmp_path / "run")
+    cfg = compose_train("trainer.max_epochs=2", "model.latent_dim=8", f"trainer.resume={tmp_path / 'run'}", *FAST)
+    with pytest.raises(CheckpointError, match=r"another configuration: model\.latent_dim \(16 in the checkpoint, 8 now\)"):
+        train(cfg, tmp_path / "run")
+
+
+def test_resume_from_a_missing_directory(compose_train, tmp_path):
+    with pytest.raises(CheckpointError, match="trainer.resume=.*not found"):
+        train(compose_train(f"trainer.resume={tmp_path / 'nowhere'}", *FAST), tmp_path / "run")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_sigterm_saves_last_checkpoint_and_says_how_to_resume(tmp_path):
+    run = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vaeflow", "train", "trainer.max_epochs=500", "trainer.early_stopping.patience=null",
+         f"hydra.run.dir={run}", *FAST],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.time() + 120
+    while not (run / "checkpoints" / "last.pt").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "SIGTERM: stopped at epoch" in lines[0]
+    assert f"trainer.resume={run}" in lines[0]
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert state["step"] > 0
+    assert not list((run / "checkpoints").glob("*.tmp"))
