@@ -133,33 +133,40 @@ def write_json_atomic(obj: Any, path: Path) -> None:
 
 
 def _check_trainer(cfg: DictConfig) -> None:
-    t = cfg.trainer
-    checks = [
-        (t.max_epochs >= 1, f"trainer.max_epochs={t.max_epochs}: train for at least 1 epoch"),
-        (t.batch_size >= 1, f"trainer.batch_size={t.batch_size}: use a batch size >= 1"),
-        (t.val_batch_size >= 1, f"trainer.val_batch_size={t.val_batch_size}: use a batch size >= 1"),
-        (cfg.objective.samples >= 1, f"objective.samples={cfg.objective.samples}: draw at least 1 sample"),
-        (cfg.objective.free_bits >= 0, f"objective.free_bits={cfg.objective.free_bits}: must be >= 0"),
-        (
-            cfg.objective.warmup_epochs >= 0,
-            f"objective.warmup_epochs={cfg.objective.warmup_epochs}: must be >= 0",
-        ),
-        (t.iw_k >= 1, f"trainer.iw_k={t.iw_k}: the IW-NLL estimate needs k >= 1"),
-        (t.threads is None or t.threads >= 1, f"trainer.threads={t.threads}: use null or >= 1"),
-        (t.grad_clip is None or t.grad_clip > 0, f"trainer.grad_clip={t.grad_clip}: use null or > 0"),
-        (t.max_bad_steps >= 1, f"trainer.max_bad_steps={t.max_bad_steps}: must be >= 1"),
-        (
-            t.checkpoint_every_epochs >= 1,
-            f"trainer.checkpoint_every_epochs={t.checkpoint_every_epochs}: must be >= 1",
-        ),
-        (
-            t.checkpoint_every_steps is None or t.checkpoint_every_steps >= 1,
-            f"trainer.checkpoint_every_steps={t.checkpoint_every_steps}: use null or >= 1",
-        ),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(message)
+    t, o = cfg.trainer, cfg.objective
+    numbers = {
+        "trainer.max_epochs": (t.max_epochs, int, 1, "train for at least 1 epoch"),
+        "trainer.batch_size": (t.batch_size, int, 1, "use a batch size >= 1"),
+        "trainer.val_batch_size": (t.val_batch_size, int, 1, "use a batch size >= 1"),
+        "trainer.iw_k": (t.iw_k, int, 1, "the IW-NLL estimate needs k >= 1"),
+        "trainer.iw_every": (t.iw_every, int, 0, "use 0 (never) or a number of epochs"),
+        "trainer.iw_limit": (t.iw_limit, int, 0, "use 0 (all) or a number of images"),
+        "trainer.log_every": (t.log_every, int, 1, "use a number of steps >= 1"),
+        "trainer.images": (t.images, int, 0, "use 0 (no grids) or a number of images"),
+        "trainer.max_bad_steps": (t.max_bad_steps, int, 1, "must be >= 1"),
+        "trainer.checkpoint_every_epochs": (t.checkpoint_every_epochs, int, 1, "must be >= 1"),
+        "trainer.checkpoint_every_steps": (t.checkpoint_every_steps, (int, None), 1, "use null or >= 1"),
+        "trainer.threads": (t.threads, (int, None), 1, "use null or a number of threads >= 1"),
+        "trainer.grad_clip": (t.grad_clip, (float, None), 1e-12, "use null or a norm > 0"),
+        "trainer.early_stopping.patience": (t.early_stopping.patience, (int, None), 1, "use null or >= 1"),
+        "trainer.early_stopping.min_delta": (t.early_stopping.min_delta, float, 0, "must be >= 0"),
+        "objective.samples": (o.samples, int, 1, "draw at least 1 sample"),
+        "objective.warmup_epochs": (o.warmup_epochs, float, 0, "must be >= 0"),
+        "objective.free_bits": (o.free_bits, float, 0, "must be >= 0"),
+        "seed": (cfg.seed, int, -(2**63), "use an integer"),
+    }
+    for key, (value, kind, low, advice) in numbers.items():
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if value is None and None in kinds:
+            continue
+        integer = int in kinds
+        ok = (
+            isinstance(value, int) and not isinstance(value, bool)
+            if integer
+            else isinstance(value, int | float)
+        )
+        if not ok or value < low:
+            raise ConfigError(f"{key}={value}: {advice}")
 
 
 def _grid(images: Tensor) -> Tensor:
