@@ -498,7 +498,10 @@ class Trainer:
             self.model.load_state_dict(state["model"])
             test_loader = BatchLoader(self.data.test, int(t.val_batch_size), device=self.device)
             test = evaluate_elbo(self.model, test_loader, self.kl)
-            test["iw_nll"] = evaluate_iw_nll(self.model, test_loader.images, int(t.iw_k))
+            # a seeded subset, as for validation: `vaeflow eval` gives the full-test-set figure
+            test_iw = _seeded_subset(self.data.test, int(t.iw_limit)).images.to(self.device)
+            test["iw_nll"] = evaluate_iw_nll(self.model, test_iw, int(t.iw_k))
+            metrics["iw_images"] = test_iw.shape[0]
             metrics |= {f"test/{k}": v for k, v in test.items()}
             for name, value in test.items():
                 self.writer.add_scalar(f"test/{name}", value, self.best["epoch"])

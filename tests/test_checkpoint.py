@@ -1,0 +1,75 @@
+"""Checkpoints: atomic writes, safe loads, hostile and corrupt files refused."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from vaeflow.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
+from vaeflow.errors import CheckpointError
+
+
+class Payload:
+    """Unpickling this runs code: it creates the file named in ``marker``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_pickle_that_runs_code_is_refused_and_never_runs(tmp_path: Path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "hostile.pt"
+    torch.save({"model": {}, "config": {}, "payload": Payload(marker)}, path)
+    with pytest.raises(CheckpointError, match="refused: it holds objects other than tensors"):
+        load_checkpoint(path)
+    assert not marker.exists()
+    # a raw pickle (not a torch zip file) is refused as well
+    raw = tmp_path / "raw.pt"
+    raw.write_bytes(pickle.dumps({"model": Payload(marker)}, protocol=2))
+    with pytest.raises(CheckpointError):
+        load_checkpoint(raw)
+    assert not marker.exists()
+
+
+def test_truncated_missing_and_foreign_checkpoints(tmp_path: Path):
+    good = tmp_path / "good.pt"
+    save_atomic({"model": {"w": torch.ones(1000)}, "config": {"a": 1}}, good)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load_checkpoint(truncated)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "absent.pt")
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.ones(2)}, foreign)
+    with pytest.raises(CheckpointError, match="not a vaeflow checkpoint"):
+        load_checkpoint(foreign)
+    assert torch.equal(load_checkpoint(good)["model"]["w"], torch.ones(1000))
+
+
+def test_a_failed_write_keeps_the_previous_file_and_leaves_no_temporary(tmp_path: Path):
+    path = tmp_path / "last.pt"
+    save_atomic({"model": {"step": torch.tensor(1)}, "config": {}}, path)
+    with pytest.raises(Exception):
+        save_atomic({"model": lambda: None, "config": {}}, path)  # lambdas cannot be saved
+    assert load_checkpoint(path)["model"]["step"].item() == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+
+
+def test_rng_state_round_trip_through_a_safe_load(tmp_path: Path):
+    import random
+
+    import numpy as np
+
+    state = rng_state()
+    expected = (random.random(), np.random.rand(), torch.rand(1).item())
+    save_atomic({"model": {}, "config": {}, "rng": state}, tmp_path / "c.pt")
+    set_rng_state(load_checkpoint(tmp_path / "c.pt")["rng"])
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
