@@ -43,8 +43,8 @@ def test_interrupted_and_resumed_equals_uninterrupted(compose_train, tmp_path, m
 
     with monkeypatch.context() as patch:
         interrupt_at(patch, stop_step)
-        with pytest.raises(Interrupted, match=r"SIGTERM: stopped at epoch \d, step %d; .*last\.pt is saved; "
-                                              r"continue with: vaeflow train .*trainer\.resume=" % stop_step):  # fmt: skip
+        expected = rf"SIGTERM: stopped at epoch \d, step {stop_step}; .*last\.pt is saved; continue with: "
+        with pytest.raises(Interrupted, match=expected + r"vaeflow train .*trainer\.resume="):
             train(compose_train(*RUN), tmp_path / "b")
     saved = torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=True)
     assert saved["step"] == stop_step
@@ -68,8 +68,12 @@ def test_resume_auto_starts_afresh_then_continues(compose_train, tmp_path):
 
 def test_resume_refuses_another_model(compose_train, tmp_path):
     train(compose_train("trainer.max_epochs=1", *FAST), tmp_path / "run")
-    cfg = compose_train("trainer.max_epochs=2", "model.latent_dim=8", f"trainer.resume={tmp_path / 'run'}", *FAST)
-    with pytest.raises(CheckpointError, match=r"another configuration: model\.latent_dim \(16 in the checkpoint, 8 now\)"):
+    cfg = compose_train(
+        "trainer.max_epochs=2", "model.latent_dim=8", f"trainer.resume={tmp_path / 'run'}", *FAST
+    )
+    with pytest.raises(
+        CheckpointError, match=r"another configuration: model\.latent_dim \(16 in the checkpoint, 8 now\)"
+    ):
         train(cfg, tmp_path / "run")
 
 

@@ -74,9 +74,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         module.main()
     except Exception as e:
-        if full_error or not _is_config_error(e):
+        if full_error:
             raise
-        print(f"error: {one_line(e, command)}", file=sys.stderr)
+        if _is_config_error(e):
+            print(f"error: {one_line(e, command)}", file=sys.stderr)
+        elif isinstance(e, OSError) and e.filename is not None:  # e.g. an unwritable output directory
+            print(
+                f"error: cannot write {e.filename}: {e.strerror}; choose a writable place "
+                "(e.g. hydra.run.dir=<dir>) or fix its permissions",
+                file=sys.stderr,
+            )
+        else:
+            raise
         return 2
     return 0
 
