@@ -102,3 +102,30 @@ def test_sigterm_saves_last_checkpoint_and_says_how_to_resume(tmp_path):
     state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert state["step"] > 0
     assert not list((run / "checkpoints").glob("*.tmp"))
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_kill_9_then_resume_ends_where_an_uninterrupted_run_ends(tmp_path):
+    args = ["trainer.max_epochs=4", "trainer.checkpoint_every_steps=3", "posterior=iaf", "posterior.depth=2",
+            "posterior.hidden_dims=[32]", *FAST]  # fmt: skip
+    command = [sys.executable, "-m", "vaeflow", "train", *args]
+    subprocess.run([*command, f"hydra.run.dir={tmp_path / 'a'}"], cwd=tmp_path, check=True, capture_output=True)
+
+    run = tmp_path / "b"
+    process = subprocess.Popen([*command, f"hydra.run.dir={run}"], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.time() + 120
+    while time.time() < deadline:  # kill it somewhere inside the second epoch or later
+        last = run / "checkpoints" / "last.pt"
+        if last.exists() and torch.load(last, weights_only=True)["step"] >= 16:
+            break
+        time.sleep(0.05)
+    process.kill()
+    process.wait()
+    killed_at = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["step"]
+    subprocess.run([*command, f"trainer.resume={run}"], cwd=tmp_path, check=True, capture_output=True)
+    a, b = final_weights(tmp_path / "a"), final_weights(run)
+    assert not list((run / "checkpoints").glob("*.tmp"))  # a temporary left by the kill is cleared
+    assert killed_at < torch.load(run / "checkpoints" / "last.pt", weights_only=True)["step"]
+    for name in a:
+        assert torch.equal(a[name], b[name]), name

@@ -216,6 +216,8 @@ class Trainer:
         self.config_dict = OmegaConf.to_container(cfg, resolve=True)
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        for stale in self.ckpt_dir.glob(".*.tmp"):  # left by a process killed while writing
+            stale.unlink(missing_ok=True)
 
         self.epoch = self.step = self.bad_steps = self.bad_epochs = 0  # epoch: epochs completed
         self.best = {"val_elbo": -math.inf, "epoch": 0}
