@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from vaeflow.errors import ConfigError
 from vaeflow.nets.mlp import MLP, check_widths, make_activation
 
 __all__ = ["ContextMLP", "soft_clamp"]
@@ -63,7 +64,9 @@ class ContextMLP(nn.Module):
         super().__init__()
         dims = check_widths(hidden_dims, "posterior")
         if not dims:
-            raise ValueError("ContextMLP needs at least one hidden layer")
+            raise ConfigError(
+                "posterior.hidden_dims is empty: the conditioner needs at least one hidden layer"
+            )
         self.input = nn.Linear(in_dim, dims[0])
         self.context = nn.Linear(context_dim, dims[0], bias=False)
         self.act = make_activation(activation)

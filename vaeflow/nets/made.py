@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vaeflow.errors import ConfigError
 from vaeflow.nets.mlp import check_widths, make_activation
 
 __all__ = ["MaskedLinear", "MADE", "order_for_step", "autoregressive_solve"]
@@ -65,7 +66,7 @@ def order_for_step(latent_dim: int, index: int, order: str = "reverse") -> Tenso
         return natural if index % 2 == 0 else natural.flip(0)
     if order == "random":
         return torch.randperm(latent_dim, generator=torch.Generator().manual_seed(1000 + index))
-    raise ValueError(f"unknown order {order!r}: use natural, reverse or random")
+    raise ConfigError(f"posterior.order={order!r}: use natural, reverse or random")
 
 
 class MADE(nn.Module):
@@ -95,7 +96,7 @@ class MADE(nn.Module):
         super().__init__()
         dims = check_widths(hidden_dims, "posterior")
         if not dims:
-            raise ValueError("MADE needs at least one hidden layer")
+            raise ConfigError("posterior.hidden_dims is empty: MADE needs at least one hidden layer")
         order = torch.as_tensor(order)
         self.latent_dim, self.n_outputs = latent_dim, n_outputs
         self.register_buffer("order", order)

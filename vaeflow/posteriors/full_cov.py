@@ -65,7 +65,7 @@ class FullCovariance(Posterior):
         r"""``mu [B, D]``, the Cholesky factor ``L [B, D, D]`` and ``log diag(L) [B, D]``."""
         mu, log_sigma = self.base.params(h)
         scale = torch.diag_embed(log_sigma.exp())
-        scale = scale.index_put((..., self.rows, self.cols), self.off_diagonal(h))
+        scale[..., self.rows, self.cols] = self.off_diagonal(h)
         return mu, scale, log_sigma
 
     def reparameterize(self, h: Tensor, eps: Tensor) -> tuple[Tensor, Tensor]:
