@@ -1,0 +1,255 @@
+"""`vaeflow report`: a real sweep through the CLI, then the report on it; and the report's
+handling of failed, unfinished and evaluated runs on hand-made run directories."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from vaeflow.report import collect, expected_jobs, summarize, table_rows
+
+VAEFLOW = [shutil.which("vaeflow")] if shutil.which("vaeflow") else [sys.executable, "-m", "vaeflow"]
+FAST = [
+    "trainer.max_epochs=1",
+    "trainer.iw_k=4",
+    "trainer.images=0",
+    "trainer.threads=1",
+    "trainer.progress=plain",
+]
+
+
+def vaeflow(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    result = subprocess.run([*VAEFLOW, *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=300)
+    if check and result.returncode != 0:
+        raise AssertionError(f"vaeflow {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory) -> Path:
+    """A 2x2 multirun on digits (iaf at depths 1 and 2, seeds 1 and 2), one epoch each."""
+    root = tmp_path_factory.mktemp("sweep")
+    sweep_dir = root / "sweep"
+    vaeflow(
+        "train",
+        "-m",
+        "posterior=iaf",
+        "posterior.depth=1,2",
+        "seed=1,2",
+        f"hydra.sweep.dir={sweep_dir}",
+        *FAST,
+        cwd=root,
+    )
+    return sweep_dir
+
+
+def test_a_2x2_sweep_gives_4_rows_equal_to_the_runs_metrics(sweep: Path):
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    assert [p.name.split("_")[0] for p in jobs] == ["0", "1", "2", "3"]
+    assert "posterior.depth=2" in jobs[2].name and "seed=1" in jobs[2].name  # overrides readable in the name
+
+    result = vaeflow("report", str(sweep), cwd=sweep.parent)
+    out_dir = sweep / "report"
+    for name in ["results.csv", "results.md", "depth.png", "curves.png"]:
+        assert (out_dir / name).is_file() and (out_dir / name).stat().st_size > 0, name
+    assert (out_dir / "depth.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    rows = list(csv.DictReader((out_dir / "results.csv").open()))
+    assert len(rows) == 4
+    by_path = {Path(row["path"]).name: row for row in rows}
+    assert set(by_path) == {p.name for p in jobs}
+    for job in jobs:
+        metrics = json.loads((job / "metrics.json").read_text())
+        row = by_path[job.name]
+        assert row["status"] == "completed" and row["family"] == "iaf" and row["source"] == "train"
+        assert int(row["depth"]) == metrics["depth"] and int(row["parameters"]) == metrics["parameters"]
+        assert float(row["test_elbo"]) == metrics["test/elbo"]
+        assert float(row["test_nll"]) == metrics["test/iw_nll"]
+        assert float(row["test_kl"]) == metrics["test/kl"]
+        assert float(row["train_time_s"]) == metrics["train_time_s"]
+        assert float(row["images_per_s"]) == metrics["images_per_s"]
+        assert int(row["k"]) == metrics["iw_k"] == 4
+        # the printed table shows the same figures, rounded
+        line = next(
+            line
+            for line in result.stdout.splitlines()
+            if f"seed={metrics_seed(job)}" in line and f"depth={metrics['depth']}" in line
+        )
+        for value in (
+            f"{metrics['test/elbo']:.2f}",
+            f"{metrics['test/iw_nll']:.2f}",
+            f"{metrics['parameters']:,}",
+        ):
+            assert value in line, (value, line)
+    assert "4 runs under" in result.stdout
+    assert "mean over seeds" in result.stdout  # two seeds per (family, depth)
+    markdown = (out_dir / "results.md").read_text()
+    assert markdown.count("| iaf |") == 6  # 4 runs + 2 means over seeds
+    assert "![depth](depth.png)" in markdown
+
+
+def metrics_seed(job: Path) -> int:
+    return int(OmegaConf.load(job / ".hydra" / "config.yaml").seed)
+
+
+def test_seeds_are_averaged_and_the_sweep_has_no_pending_jobs(sweep: Path):
+    runs, sweeps = collect([sweep])
+    groups = summarize(runs)
+    assert [(g.family, g.depth, g.n) for g in groups] == [("iaf", 1, 2), ("iaf", 2, 2)]
+    for g in groups:
+        nlls = [r.nll for r in g.runs]
+        assert g.nll == pytest.approx(sum(nlls) / 2)
+        assert g.nll_se == pytest.approx(abs(nlls[0] - nlls[1]) / 2)  # s / sqrt(2) of two values
+    assert expected_jobs(sweep) == 4 and [s.pending for s in sweeps] == [0]
+
+
+def test_every_job_is_its_own_tensorboard_run_with_hparams(sweep: Path):
+    from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
+
+    mux = EventMultiplexer().AddRunsFromDirectory(str(sweep))
+    mux.Reload()
+    runs = mux.Runs()
+    assert len(runs) == 4 and all(run.endswith("/tb") for run in runs)
+    hparams = mux.PluginRunToTagToContent("hparams")
+    assert set(hparams) == set(runs)
+    assert all("_hparams_/session_start_info" in tags for tags in hparams.values())
+
+
+# --------------------------------------------------------------------------------------
+# Hand-made run directories: every state a run can be in
+# --------------------------------------------------------------------------------------
+
+
+def make_run(
+    path: Path,
+    family: str = "iaf",
+    depth: int | None = 2,
+    seed: int = 0,
+    metrics: dict | None = None,
+    failed: str | None = None,
+    log_epochs: int = 0,
+    extra: str = "",
+) -> Path:
+    (path / ".hydra").mkdir(parents=True)
+    posterior = f"  name: {family}\n" + (f"  depth: {depth}\n" if depth is not None else "")
+    (path / ".hydra" / "config.yaml").write_text(
+        f"dataset:\n  name: digits\nposterior:\n{posterior}seed: {seed}\n"
+        f"trainer:\n  max_epochs: 5\n  threads: null\nmodel:\n  latent_dim: 16\n{extra}"
+    )
+    (path / ".hydra" / "overrides.yaml").write_text(f"- posterior={family}\n")
+    if metrics is not None:
+        base = {"status": "completed", "stopped_by": "max_epochs", "epochs": 5, "best_epoch": 5,
+                "parameters": 1000, "train_time_s": 10.0, "images_per_s": 500.0, "iw_k": 4,
+                "test/elbo": -30.0, "test/kl": 1.0, "test/iw_nll": 29.0, "depth": depth,
+                "history": [{"epoch": e, "val/elbo": -35.0 + e} for e in range(1, 6)]}  # fmt: skip
+        (path / "metrics.json").write_text(json.dumps(base | metrics))
+    if failed is not None:
+        (path / "failed.txt").write_text(failed)
+    if log_epochs:
+        lines = [
+            f"[2026-01-01 00:00:0{e},000][vaeflow][INFO] - epoch {e}/5  train elbo -40.00  val elbo -3{9 - e}.50 "
+            f"(rec -38.00, kl 1.50)  beta 1.00  1,000 img/s  *best"
+            for e in range(1, log_epochs + 1)
+        ]
+        (path / "train.log").write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_failed_running_and_stale_runs_are_shown_never_dropped(tmp_path: Path):
+    make_run(tmp_path / "0_ok", metrics={})
+    make_run(
+        tmp_path / "1_bad", failed="ConfigError: optim.lr=-1: the learning rate must be > 0\n", log_epochs=0
+    )
+    make_run(tmp_path / "2_busy", depth=4, log_epochs=2)
+    stale = make_run(tmp_path / "3_killed", depth=8, log_epochs=1)
+    old = time.time() - 3 * 3600
+    for p in [stale, stale / "train.log"]:
+        os.utime(p, (old, old))
+
+    runs, _ = collect([tmp_path])
+    status = {r.name: r.status for r in runs}
+    assert status == {"0_ok": "completed", "1_bad": "failed", "2_busy": "running", "3_killed": "incomplete"}
+    busy = next(r for r in runs if r.name == "2_busy")
+    assert busy.epochs == 2 and [h["val/elbo"] for h in busy.history] == [-38.5, -37.5]
+
+    header, rows = table_rows(runs)
+    text = "\n".join(" ".join(row) for row in rows)
+    assert "failed" in text and "running (2/5)" in text and "incomplete" in text
+    assert len(summarize(runs)) == 1  # only the finished run is plotted
+
+    result = vaeflow("report", str(tmp_path), "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert "failed: 1_bad: ConfigError: optim.lr=-1: the learning rate must be > 0" in result.stdout
+    assert "running: 2_busy: epoch 2/5" in result.stdout
+    assert "incomplete: 3_killed" in result.stdout
+    rows = list(csv.DictReader((tmp_path / "out" / "results.csv").open()))
+    assert sorted(r["status"] for r in rows) == ["completed", "failed", "incomplete", "running"]
+    assert "## Not finished" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_eval_json_gives_the_nll_with_its_standard_error(tmp_path: Path):
+    run = make_run(tmp_path / "run", metrics={})
+    evaluation = {"eval/iw_nll": 28.5, "eval/iw_nll_se": 0.25, "eval/elbo": -29.75, "eval/elbo_se": 0.3,
+                  "eval/kl": 1.25, "eval/iw_gain_se": 0.01, "k": 5000, "split": "test"}  # fmt: skip
+    (run / "eval" / "2026-01-01_00-00-00_test_k5000").mkdir(parents=True)
+    (run / "eval" / "2026-01-01_00-00-00_test_k5000" / "eval.json").write_text(json.dumps(evaluation))
+    (run / "eval" / "2026-01-01_00-00-01_val_k100").mkdir(parents=True)  # another split: not the test figure
+    (run / "eval" / "2026-01-01_00-00-01_val_k100" / "eval.json").write_text(
+        json.dumps(evaluation | {"split": "val", "k": 100, "eval/iw_nll": 1.0})
+    )
+
+    [r], _ = collect([tmp_path])  # the eval run's own .hydra/ would not be taken for a run
+    assert (r.nll, r.nll_se, r.elbo, r.elbo_se, r.kl, r.k, r.source) == (
+        28.5,
+        0.25,
+        -29.75,
+        0.3,
+        1.25,
+        5000,
+        "eval",
+    )
+    [group] = summarize([r])
+    assert group.nll_se == 0.25 and group.neg_elbo_se == 0.3  # one run: its standard error over test images
+    header, [row] = table_rows([r])
+    assert row[header.index("test NLL ± se")] == "28.50 ± 0.25" and row[header.index("k")] == "5000"
+
+
+def test_families_without_depth_are_depth_0_and_settings_split_lines(tmp_path: Path):
+    make_run(
+        tmp_path / "a",
+        family="mean_field",
+        depth=None,
+        metrics={"depth": None},
+        extra="optim:\n  lr: 0.001\n",
+    )
+    make_run(tmp_path / "b", depth=1, metrics={}, extra="optim:\n  lr: 0.001\n")
+    make_run(tmp_path / "c", depth=1, metrics={}, extra="optim:\n  lr: 0.0003\n")
+    runs, _ = collect([tmp_path])
+    assert [(r.family, r.depth) for r in runs][0] == ("mean_field", 0)  # baselines first
+    groups = summarize(runs)
+    assert {g.label for g in groups} == {
+        "mean_field (optim.lr=0.001)",
+        "iaf (optim.lr=0.001)",
+        "iaf (optim.lr=0.0003)",
+    }
+
+
+def test_report_errors_are_one_line(tmp_path: Path):
+    missing = vaeflow("report", str(tmp_path / "nope"), cwd=tmp_path, check=False)
+    assert (
+        missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1 and "nope" in missing.stderr
+    )
+    (tmp_path / "empty").mkdir()
+    empty = vaeflow("report", str(tmp_path / "empty"), cwd=tmp_path, check=False)
+    assert empty.returncode == 2 and empty.stderr.strip().splitlines() == [
+        f"error: no vaeflow train runs under {tmp_path / 'empty'} (a run directory holds .hydra/config.yaml)"
+    ]
