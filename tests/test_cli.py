@@ -86,6 +86,7 @@ def test_one_epoch_writes_events_checkpoints_and_metrics(tmp_path: Path, posteri
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "completed" and metrics["epochs"] == 1
     assert metrics["test/elbo"] < 0 and metrics["test/iw_nll"] > 0
+    assert 0 < metrics["test/elbo_se"] < 5 and 0 < metrics["test/iw_nll_se"] < 5
     # the IWAE bound is tighter than the ELBO: -iw_nll >= elbo, up to Monte Carlo noise
     assert -metrics["test/iw_nll"] > metrics["test/elbo"] - 1.0
     assert (run_dir / ".hydra" / "config.yaml").is_file()

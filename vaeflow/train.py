@@ -32,10 +32,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams
 from torchvision.utils import make_grid
 
 from vaeflow.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
-from vaeflow.data import BatchLoader, Split, load_dataset
+from vaeflow.data import BatchLoader, DataSplits, Split, load_dataset
 from vaeflow.errors import CheckpointError, ConfigError, TrainingError, VaeflowError
 from vaeflow.model import VAE, build_model
 from vaeflow.objectives import elbo, iwae_bound, kl_beta, resolve_kl, training_loss
@@ -99,28 +100,48 @@ def build_optimizer(cfg: Mapping[str, Any], params) -> torch.optim.Optimizer:
 
 
 @torch.inference_mode()
-def evaluate_elbo(model: VAE, loader: BatchLoader, kl: str, n: int = 1) -> dict[str, float]:
-    r"""Mean ELBO, reconstruction and KL per example over a whole split."""
+def evaluate_elbo(
+    model: VAE, loader: BatchLoader, kl: str, n: int = 1, *, with_se: bool = False
+) -> dict[str, float]:
+    r"""Mean ELBO, reconstruction and KL per example over a whole split; with ``with_se``
+    also ``elbo_se``, the standard error of the mean ELBO across examples."""
     model.eval()
-    totals = torch.zeros(2, dtype=torch.float64)
+    totals = torch.zeros(3, dtype=torch.float64)
     count = 0
     for x in loader:
         terms = elbo(model, x, kl, n)
-        totals += torch.stack([terms.rec.sum(), terms.kl.sum()]).double().cpu()
+        per_example = terms.elbo.double()
+        totals += torch.stack(
+            [terms.rec.double().sum(), terms.kl.double().sum(), per_example.square().sum()]
+        ).cpu()
         count += x.shape[0]
-    rec, kl_value = (totals / count).tolist()
-    return {"elbo": rec - kl_value, "rec": rec, "kl": kl_value}
+    rec, kl_value, square = (totals / count).tolist()
+    result = {"elbo": rec - kl_value, "rec": rec, "kl": kl_value}
+    if with_se:
+        result["elbo_se"] = _standard_error(rec - kl_value, square, count)
+    return result
 
 
 @torch.inference_mode()
-def evaluate_iw_nll(model: VAE, images: Tensor, k: int, batch_size: int = 100) -> float:
-    r"""Mean importance-weighted NLL estimate ``-L_k(x)`` over ``images`` (Burda et al., 2016)."""
+def evaluate_iw_nll(
+    model: VAE, images: Tensor, k: int, batch_size: int = 100, *, with_se: bool = False
+) -> float | tuple[float, float]:
+    r"""Mean importance-weighted NLL estimate ``-L_k(x)`` over ``images`` (Burda et al., 2016);
+    with ``with_se`` also its standard error across images."""
     model.eval()
-    total, chunk = 0.0, max(1, 20_000 // batch_size)
+    total, square, chunk = 0.0, 0.0, max(1, 20_000 // batch_size)
     for start in range(0, images.shape[0], batch_size):
-        x = images[start : start + batch_size]
-        total += -iwae_bound(model, x, k, chunk).double().sum().item()
-    return total / images.shape[0]
+        nll = -iwae_bound(model, images[start : start + batch_size], k, chunk).double()
+        total += nll.sum().item()
+        square += nll.square().sum().item()
+    n = images.shape[0]
+    mean = total / n
+    return (mean, _standard_error(mean, square / n, n)) if with_se else mean
+
+
+def _standard_error(mean: float, mean_square: float, n: int) -> float:
+    variance = max(mean_square - mean * mean, 0.0) * n / max(n - 1, 1)
+    return math.sqrt(variance / n)
 
 
 def write_json_atomic(obj: Any, path: Path) -> None:
@@ -185,9 +206,12 @@ class Trainer:
         cfg: the composed config (``conf/train.yaml``).
         run_dir: the run's output directory.
         multirun: whether this is one job of a sweep (plain progress lines).
+        data: splits to train on instead of loading ``cfg.dataset`` (benchmarks, tests).
     """
 
-    def __init__(self, cfg: DictConfig, run_dir: str | Path, *, multirun: bool = False) -> None:
+    def __init__(
+        self, cfg: DictConfig, run_dir: str | Path, *, multirun: bool = False, data: DataSplits | None = None
+    ) -> None:
         _check_trainer(cfg)
         self.cfg, self.t = cfg, cfg.trainer
         self.run_dir = Path(run_dir)
@@ -197,7 +221,7 @@ class Trainer:
         self.device = resolve_device(str(self.t.device))
         self.mode = progress_mode(str(self.t.progress), multirun)
 
-        self.data = load_dataset(cfg.dataset)
+        self.data = load_dataset(cfg.dataset) if data is None else data
         self.model = build_model(cfg, self.data.shape).to(self.device)
         self.kl = resolve_kl(str(cfg.kl.estimator), self.model, str(cfg.posterior.name))
         self.optimizer = build_optimizer(cfg.optim, self.model.parameters())
@@ -499,10 +523,12 @@ class Trainer:
             state = load_checkpoint(self.ckpt_dir / "best.pt", map_location=self.device)
             self.model.load_state_dict(state["model"])
             test_loader = BatchLoader(self.data.test, int(t.val_batch_size), device=self.device)
-            test = evaluate_elbo(self.model, test_loader, self.kl)
+            test = evaluate_elbo(self.model, test_loader, self.kl, with_se=True)
             # a seeded subset, as for validation: `vaeflow eval` gives the full-test-set figure
             test_iw = _seeded_subset(self.data.test, int(t.iw_limit)).images.to(self.device)
-            test["iw_nll"] = evaluate_iw_nll(self.model, test_iw, int(t.iw_k))
+            test["iw_nll"], test["iw_nll_se"] = evaluate_iw_nll(
+                self.model, test_iw, int(t.iw_k), with_se=True
+            )
             metrics["iw_images"] = test_iw.shape[0]
             metrics |= {f"test/{k}": v for k, v in test.items()}
             for name, value in test.items():
@@ -647,7 +673,7 @@ def _seeded_subset(split: Split, limit: int) -> Split:
 
 
 def _write_hparams(writer: SummaryWriter, cfg: DictConfig, metrics: Mapping[str, Any]) -> None:
-    hparams = {
+    hparam_dict = {
         "dataset": str(cfg.dataset.name),
         "posterior": str(cfg.posterior.name),
         "depth": int(cfg.posterior.get("depth") or 0),
@@ -661,6 +687,12 @@ def _write_hparams(writer: SummaryWriter, cfg: DictConfig, metrics: Mapping[str,
     final = {
         f"hparam/{k.replace('/', '_')}": float(v)
         for k, v in metrics.items()
-        if k.startswith(("val/", "test/")) and isinstance(v, (int, float)) and v is not None
+        if k.startswith(("val/", "test/")) and isinstance(v, int | float)
     }
-    writer.add_hparams(hparams, final, run_name=".")
+    # Only this run's session records: an experiment summary written by every run of a
+    # sweep would make TensorBoard pick one run's at random and hide the columns that differ.
+    _, session_start, session_end = hparams(hparam_dict, final)
+    for summary in (session_start, session_end):
+        writer.file_writer.add_summary(summary)
+    for tag, value in final.items():
+        writer.add_scalar(tag, value)
