@@ -68,6 +68,7 @@ CASES: list[tuple[str, Callable[[Path], list[str]] | list[str], str]] = [
     ("depth on mean field", ["train", "posterior.depth=4"], "unknown config key 'posterior.depth'"),
     ("malformed override", ["train", "trainer.max_epochs=3 ="], "Error parsing override"),
     ("unknown launcher", ["train", "hydra/launcher=slurmx"], "Could not find 'hydra/launcher/slurmx'"),
+    ("multirun with --cfg", ["train", "-m", "seed=1,2", "--cfg", "job"], "Only one of --run, --multirun, --cfg"),
     ("depth 0", ["train", "posterior=iaf", "posterior.depth=0", *FAST], "posterior.depth=0: a flow needs at least one step"),
     ("negative depth", ["train", "posterior=iaf", "posterior.depth=-2", *FAST], "posterior.depth=-2"),
     ("latent dimension 0", ["train", "model.latent_dim=0", *FAST], "model.latent_dim=0"),

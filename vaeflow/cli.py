@@ -94,6 +94,8 @@ def _is_config_error(error: BaseException) -> bool:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    if isinstance(error, ValueError) and str(error).startswith("Only one of --run"):
+        return True  # Hydra's own check of its flags (e.g. -m with --cfg)
     return isinstance(error, HydraException | OmegaConfBaseException)
 
 
