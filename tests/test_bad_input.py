@@ -129,3 +129,12 @@ def test_wrong_input_gets_one_line(argv, expected, tmp_path, monkeypatch, capsys
     assert {p: t for p, t in after.items() if p not in logged and p not in {q.parent for q in logged}} == {
         p: t for p, t in before.items() if p not in {q.parent for q in logged}
     }
+
+
+def test_hydra_full_error_keeps_the_traceback(tmp_path, monkeypatch):
+    from hydra.errors import MissingConfigException
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    with pytest.raises(MissingConfigException):
+        main(["train", "posterior=foo"])
