@@ -97,12 +97,23 @@ CASES: list[tuple[str, Callable[[Path], list[str]] | list[str], str]] = [
      "corrupt or truncated"),
     ("resume from a hostile checkpoint", lambda t: ["train", f"trainer.resume={hostile_checkpoint(t)}", *FAST],
      "refused"),
+    ("eval of a missing directory", lambda t: ["eval", str(t / "nowhere")], "no such file or directory"),
+    ("eval of a directory that is not a run", lambda t: ["eval", str(t)], "is not a vaeflow run directory"),
+    ("eval with k=0", lambda t: ["eval", str(truncated_checkpoint(t)), "k=0"], "k=0"),
+    ("eval of an unknown split", lambda t: ["eval", str(truncated_checkpoint(t)), "split=dev"], "split=dev"),
+    ("eval of a missing checkpoint file", lambda t: ["eval", f"run={truncated_checkpoint(t) / 'checkpoints' / 'x.pt'}"],
+     "no such file or directory"),
+    ("eval of a truncated checkpoint", lambda t: ["eval", str(truncated_checkpoint(t)), "checkpoint=last"],
+     "corrupt or truncated"),
+    ("eval of a hostile checkpoint", lambda t: ["eval", str(hostile_checkpoint(t)), "checkpoint=last"], "refused"),
     ("unwritable output directory", ["train", "hydra.run.dir=/proc/vaeflow-run", *FAST], "cannot write /proc/vaeflow-run"),
 ]  # fmt: skip
 
 
-def snapshot(root: Path) -> dict[Path, float]:
-    return {p: p.stat().st_mtime for p in root.rglob("*")}
+def snapshot(root: Path) -> dict[Path, float | None]:
+    """Every path below root, with the modification time of files (a directory's own time
+    changes when something was made in it and removed again)."""
+    return {p: p.stat().st_mtime if p.is_file() else None for p in root.rglob("*")}
 
 
 @pytest.mark.parametrize(("argv", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
