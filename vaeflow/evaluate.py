@@ -56,7 +56,6 @@ import ctypes
 import logging
 import math
 import resource
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -76,6 +75,7 @@ from vaeflow.checkpoint import load_checkpoint
 from vaeflow.data import binarize_fixed, load_dataset
 from vaeflow.errors import CheckpointError, ConfigError, DataError
 from vaeflow.model import VAE, build_model
+from vaeflow.progress import TaskProgress, progress_mode
 from vaeflow.resolvers import resumed_run_dir
 from vaeflow.train import resolve_device, write_json_atomic
 
@@ -806,60 +806,6 @@ def _gaps_config(cfg: DictConfig) -> dict[str, Any]:
     return {**OmegaConf.to_container(defaults), "enabled": bool(gaps)}
 
 
-class _Progress:
-    r"""A rich progress bar on a terminal; otherwise a log line every 10%."""
-
-    def __init__(self, mode: str, total: int, description: str) -> None:
-        self.mode, self.total, self.description = mode, max(int(total), 1), description
-        self.start = time.perf_counter()
-        self._next = 0.1
-        self._bar = None
-
-    def __enter__(self) -> _Progress:
-        if self.mode == "rich":
-            from rich.progress import (
-                BarColumn,
-                Progress,
-                TaskProgressColumn,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            self._bar = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                TaskProgressColumn(),
-                TextColumn("{task.fields[status]}"),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-            )
-            self._bar.start()
-            self._task = self._bar.add_task(self.description, total=self.total, status="")
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-
-    def update(self, done: int, status: str = "") -> None:
-        if self._bar is not None:
-            self._bar.update(self._task, completed=done, status=status)
-        elif done / self.total >= self._next - 1e-9 or done >= self.total:
-            elapsed = time.perf_counter() - self.start
-            eta = elapsed * (self.total - done) / max(done, 1)
-            log.info(
-                "%s: %3.0f%%  %s  %.0fs elapsed, ~%.0fs left",
-                self.description,
-                100 * done / self.total,
-                status,
-                elapsed,
-                eta,
-            )
-            while self._next <= done / self.total + 1e-9:
-                self._next += 0.1
-
-
 def _table(rows: Sequence[tuple[str, str, str]], header: tuple[str, str, str]) -> str:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(3)]
     lines = [f"{header[0]:<{widths[0]}}  {header[1]:>{widths[1]}}  {header[2]:>{widths[2]}}"]
@@ -870,12 +816,6 @@ def _table(rows: Sequence[tuple[str, str, str]], header: tuple[str, str, str]) -
 
 def _fmt(value: float | None, digits: int = 3) -> str:
     return "-" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
-
-
-def _progress_mode(setting: str, multirun: bool) -> str:
-    if setting == "auto":
-        return "rich" if sys.stdout.isatty() and not multirun else "plain"
-    return setting
 
 
 def _peak_memory_mb(device: torch.device) -> dict[str, float]:
@@ -915,7 +855,7 @@ def evaluate(cfg: DictConfig, out_dir: str | Path, *, multirun: bool = False) ->
     device = resolve_device(str(cfg.device))
     if device.type == "cpu":
         keep_freed_memory()
-    mode = _progress_mode(str(cfg.progress), multirun)
+    mode = progress_mode(str(cfg.progress), multirun, key="progress")
     k, seed = int(cfg.k), int(cfg.seed)
 
     state = load_checkpoint(ckpt_path, map_location="cpu")
@@ -964,7 +904,7 @@ def evaluate(cfg: DictConfig, out_dir: str | Path, *, multirun: bool = False) ->
     )
 
     iw_start = time.perf_counter()
-    with _Progress(mode, n * k, f"IW-NLL k={k}") as bar:
+    with TaskProgress(mode, n * k, f"IW-NLL k={k}") as bar:
 
         def progress(done: int, examples_done: int) -> None:
             rate = done / max(time.perf_counter() - iw_start, 1e-9)
@@ -1068,7 +1008,7 @@ def evaluate(cfg: DictConfig, out_dir: str | Path, *, multirun: bool = False) ->
             gaps_cfg["samples"],
             gk,
         )
-        with _Progress(mode, 3 + 2 * int(gaps_cfg["steps"]), "inference gaps") as bar:
+        with TaskProgress(mode, 3 + 2 * int(gaps_cfg["steps"]), "inference gaps") as bar:
             gaps = inference_gaps(
                 model,
                 images[pick],

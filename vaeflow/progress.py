@@ -8,23 +8,32 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from vaeflow.errors import ConfigError
 
-__all__ = ["Reporter", "progress_mode"]
+__all__ = ["Reporter", "TaskProgress", "progress_mode"]
 
 log = logging.getLogger("vaeflow")
 
 
-def progress_mode(setting: str, multirun: bool = False) -> str:
-    r"""``auto | rich | plain`` -> the mode to use."""
+def progress_mode(setting: str, multirun: bool = False, key: str = "trainer.progress") -> str:
+    r"""``auto | rich | plain`` (the value of config ``key``) -> the mode to use."""
     if setting not in ("auto", "rich", "plain"):
-        raise ConfigError(f"trainer.progress={setting!r}: use auto, rich or plain")
+        raise ConfigError(f"{key}={setting}: use auto, rich or plain")
     if setting == "auto":
         return "rich" if sys.stdout.isatty() and not multirun else "plain"
     return setting
@@ -100,3 +109,52 @@ class Reporter:
         log.info(line)
         if self._progress is not None:
             self._progress.console.print(line, highlight=False, markup=False)
+
+
+class TaskProgress:
+    r"""Progress of one task of ``total`` units: a rich bar with the time left on a
+    terminal; otherwise a log line every 10%."""
+
+    def __init__(self, mode: str, total: int, description: str) -> None:
+        self.mode, self.total, self.description = mode, max(int(total), 1), description
+        self.start = time.perf_counter()
+        self._next = 0.1
+        self._bar = None
+
+    def __enter__(self) -> TaskProgress:
+        if self.mode == "rich":
+            self._bar = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                TaskProgressColumn(),
+                TextColumn("{task.fields[status]}"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+            )
+            self._bar.start()
+            self._task = self._bar.add_task(self.description, total=self.total, status="")
+            self._quiet = _quiet_console_handlers()
+            self._quiet.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._quiet.__exit__(*exc)
+
+    def update(self, done: int, status: str = "") -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, completed=done, status=status)
+        elif done / self.total >= self._next - 1e-9 or done >= self.total:
+            elapsed = time.perf_counter() - self.start
+            eta = elapsed * (self.total - done) / max(done, 1)
+            log.info(
+                "%s: %3.0f%%  %s  %.0fs elapsed, ~%.0fs left",
+                self.description,
+                100 * done / self.total,
+                status,
+                elapsed,
+                eta,
+            )
+            while self._next <= done / self.total + 1e-9:
+                self._next += 0.1
