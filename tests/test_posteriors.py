@@ -285,6 +285,20 @@ def test_analytic_kl_matches_monte_carlo(case: str):
     assert ((mean - analytic).abs() < 4 * se).all(), (mean, analytic, se)
 
 
+@pytest.mark.parametrize(
+    "case", [c for c in CASES if getattr(POSTERIORS.entries[FAMILIES[c]["name"]], "has_analytic_kl", False)]
+)
+def test_sample_with_kl_is_forward_and_analytic_kl_in_one_call(case: str):
+    q = build(case)
+    h = randn(4, F)
+    torch.manual_seed(3)
+    z, log_q, kl = q.sample_with_kl(h, 2)
+    torch.manual_seed(3)
+    z_ref, log_q_ref = q(h, 2)
+    assert torch.equal(z, z_ref) and torch.equal(log_q, log_q_ref)
+    assert torch.equal(kl, q.analytic_kl(h))
+
+
 def test_families_without_a_closed_form_say_so():
     for case in CASES:
         q = build(case)

@@ -30,7 +30,8 @@ __all__ = ["VAE", "Pass", "build_model"]
 class Pass:
     r"""The terms of one forward pass with ``n`` samples per example.
 
-    ``h [B, F]``; ``z [n, B, D]``; ``log_q``, ``log_px``, ``log_pz`` ``[n, B]``.
+    ``h [B, F]``; ``z [n, B, D]``; ``log_q``, ``log_px``, ``log_pz`` ``[n, B]``; ``kl [B]``,
+    the closed-form KL, when it was asked for.
     """
 
     h: Tensor
@@ -38,6 +39,7 @@ class Pass:
     log_q: Tensor
     log_px: Tensor
     log_pz: Tensor
+    kl: Tensor | None = None
 
 
 class VAE(nn.Module):
@@ -74,11 +76,16 @@ class VAE(nn.Module):
         r"""``log p(x|z)`` and ``log p(z)``, each ``[n, B]``."""
         return self.likelihood.log_prob(self.decoder(z), x), self.prior.log_prob(z)
 
-    def forward(self, x: Tensor, n: int = 1) -> Pass:
+    def forward(self, x: Tensor, n: int = 1, analytic_kl: bool = False) -> Pass:
+        r"""The terms of ``n`` samples per example; with ``analytic_kl`` also the closed-form
+        KL, from the same evaluation of q's parameters."""
         h = self.encoder(x)
-        z, log_q = self.posterior(h, n)
+        if analytic_kl:
+            z, log_q, kl = self.posterior.sample_with_kl(h, n)
+        else:
+            (z, log_q), kl = self.posterior(h, n), None
         log_px, log_pz = self.log_joint(z, x)
-        return Pass(h, z, log_q, log_px, log_pz)
+        return Pass(h, z, log_q, log_px, log_pz, kl)
 
     def decode_mean(self, z: Tensor) -> Tensor:
         r"""The mean image ``E[x|z]``, shaped ``[..., C, H, W]``."""

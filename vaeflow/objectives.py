@@ -89,10 +89,10 @@ def elbo(model: VAE, x: Tensor, kl: str = "mc", n: int = 1) -> ElboTerms:
         kl: ``analytic`` or ``mc`` (see :func:`resolve_kl`).
         n: samples per example.
     """
-    out = model(x, n)
+    out = model(x, n, analytic_kl=kl == "analytic")
     rec = out.log_px.mean(0)
     if kl == "analytic":
-        kl_term = model.posterior.analytic_kl(out.h)
+        kl_term = out.kl
     else:
         kl_term = (out.log_q - out.log_pz).mean(0)
     return ElboTerms(rec, kl_term)

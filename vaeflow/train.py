@@ -39,7 +39,7 @@ from vaeflow.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_
 from vaeflow.data import BatchLoader, DataSplits, Split, load_dataset
 from vaeflow.errors import CheckpointError, ConfigError, TrainingError, VaeflowError
 from vaeflow.model import VAE, build_model
-from vaeflow.objectives import elbo, iwae_bound, kl_beta, resolve_kl, training_loss
+from vaeflow.objectives import ElboTerms, elbo, iwae_bound, kl_beta, resolve_kl, training_loss
 from vaeflow.progress import Reporter, progress_mode
 from vaeflow.resolvers import resume_run_dir  # noqa: F401  (registers ${vaeflow.resume_dir:...})
 
@@ -85,7 +85,9 @@ def seed_everything(seed: int) -> None:
 
 
 def build_optimizer(cfg: Mapping[str, Any], params) -> torch.optim.Optimizer:
-    r"""Adam or Adamax with ``lr``, ``betas``, ``eps`` and ``weight_decay`` from the config."""
+    r"""Adam or Adamax with ``lr``, ``betas``, ``eps`` and ``weight_decay`` from the config,
+    and its implementation: ``fused`` (one kernel for all parameters; Adam) or ``foreach``
+    (``null``: torch's default, a per-tensor loop on the CPU)."""
     options = dict(cfg)
     name = options.pop("name")
     if name not in OPTIMIZERS:
@@ -129,7 +131,9 @@ def evaluate_iw_nll(
     r"""Mean importance-weighted NLL estimate ``-L_k(x)`` over ``images`` (Burda et al., 2016);
     with ``with_se`` also its standard error across images."""
     model.eval()
-    total, square, chunk = 0.0, 0.0, max(1, 20_000 // batch_size)
+    # ~2,000 (example, sample) pairs per chunk: larger chunks are slower on the CPU, where each
+    # of their buffers is mapped afresh and page-faulted (1.7x faster for the MLP mean-field VAE)
+    total, square, chunk = 0.0, 0.0, max(1, 2048 // batch_size)
     for start in range(0, images.shape[0], batch_size):
         nll = -iwae_bound(model, images[start : start + batch_size], k, chunk).double()
         total += nll.sum().item()
@@ -190,6 +194,14 @@ def _check_trainer(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}={value}: {advice}")
 
 
+def _wants_compile(t: DictConfig) -> bool:
+    r"""``trainer.compile`` (absent in configs written before it existed: false)."""
+    value = t.get("compile", False)
+    if not isinstance(value, bool):
+        raise ConfigError(f"trainer.compile={value}: use true or false")
+    return value
+
+
 def _grid(images: Tensor) -> Tensor:
     return make_grid(images.float().cpu().clamp(0, 1), nrow=8, padding=1, pad_value=0.5)
 
@@ -226,6 +238,8 @@ class Trainer:
         self.kl = resolve_kl(str(cfg.kl.estimator), self.model, str(cfg.posterior.name))
         self.optimizer = build_optimizer(cfg.optim, self.model.parameters())
         self.n_params = sum(p.numel() for p in self.model.parameters())
+        # the training forward pass; trainer.compile fuses its elementwise work (torch.compile)
+        self._forward = torch.compile(self._elbo_terms) if _wants_compile(self.t) else self._elbo_terms
 
         device, t = self.device, self.t
         self.train_loader = BatchLoader(
@@ -388,11 +402,15 @@ class Trainer:
         self.writer.add_scalar("train_epoch/beta", self.beta, current)
         return stats
 
+    def _elbo_terms(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        terms = elbo(self.model, x, self.kl, int(self.cfg.objective.samples))
+        return terms.rec, terms.kl
+
     def train_step(self, x: Tensor) -> Tensor | None:
         r"""One optimizer step on batch ``x``: the batch's summed ``(rec, kl, loss)``, or
         ``None`` when the loss or the gradient is not finite and the step was skipped."""
         t = self.t
-        terms = elbo(self.model, x, self.kl, int(self.cfg.objective.samples))
+        terms = ElboTerms(*self._forward(x))
         loss = training_loss(terms, self.beta, float(self.cfg.objective.free_bits), self.model.latent_dim)
         self.optimizer.zero_grad(set_to_none=True)
         grad_norm = torch.tensor(math.nan)

@@ -114,10 +114,19 @@ class MADE(nn.Module):
         self.output = MaskedLinear(degree_out[:, None] > degrees[-1][None, :])
         self.act = make_activation(activation)
 
-    def forward(self, z: Tensor, h: Tensor | None = None) -> tuple[Tensor, ...]:
+    def project_context(self, h: Tensor | None) -> Tensor | None:
+        r"""The context's contribution to the first hidden layer, ``V h [B, H]`` (``None``
+        without a context). Sequential solvers compute it once and pass it to every pass."""
+        return None if self.context is None else self.context(h)
+
+    def forward(
+        self, z: Tensor, h: Tensor | None = None, *, context: Tensor | None = None
+    ) -> tuple[Tensor, ...]:
+        r"""The ``n_outputs`` tensors ``[..., D]`` at ``z``, given the features ``h`` or
+        their projection ``context`` (from :meth:`project_context`)."""
         a = self.input(z)
         if self.context is not None:
-            a = a + self.context(h)
+            a = a + (self.context(h) if context is None else context)
         a = self.act(a)
         for layer in self.hidden:
             a = self.act(layer(a))

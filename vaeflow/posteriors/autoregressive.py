@@ -96,9 +96,10 @@ class AffineAutoregressive(nn.Module):
     def order(self) -> Tensor:
         return self.made.order
 
-    def params(self, x: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
-        r"""``mu`` and ``log sigma``, each ``[..., D]``, with ``(mu_i, sigma_i)`` functions of x_<i."""
-        mu, s = self.made(x, h)
+    def params(self, x: Tensor, h: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        r"""``mu`` and ``log sigma``, each ``[..., D]``, with ``(mu_i, sigma_i)`` functions of x_<i
+        (``context``: h's projection, if already computed)."""
+        mu, s = self.made(x, h, context=context)
         return mu, soft_clamp(s, self.max_log_scale)
 
     def normalize(self, x: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
@@ -107,10 +108,12 @@ class AffineAutoregressive(nn.Module):
         return (x - mu) * torch.exp(-log_sigma), log_sigma.sum(-1)
 
     def sample(self, u: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
-        r"""``x = mu(x) + sigma(x) * u``, exactly, in D passes, and ``sum log sigma`` ``[...]``."""
+        r"""``x = mu(x) + sigma(x) * u``, exactly, in D passes, and ``sum log sigma`` ``[...]``.
+        The projection of h is computed once, not in every pass."""
+        context = self.made.project_context(h)
 
         def update(x: Tensor) -> tuple[Tensor, Tensor]:
-            mu, log_sigma = self.params(x, h)
+            mu, log_sigma = self.params(x, h, context)
             return torch.addcmul(mu, log_sigma.exp(), u), log_sigma
 
         x, log_sigma = autoregressive_solve(update, u, self.latent_dim)

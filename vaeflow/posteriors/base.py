@@ -55,8 +55,7 @@ class Posterior(nn.Module):
         Returns:
             ``z [n, B, D]`` and ``log q(z|x) [n, B]``.
         """
-        eps = torch.randn((n, h.shape[0], self.latent_dim), dtype=h.dtype, device=h.device)
-        return self.reparameterize(h, eps)
+        return self.reparameterize(h, self.noise(h, n))
 
     def reparameterize(self, h: Tensor, eps: Tensor) -> tuple[Tensor, Tensor]:
         r"""Maps standard normal noise ``eps [n, B, D]`` to samples ``z [n, B, D]`` and
@@ -70,6 +69,20 @@ class Posterior(nn.Module):
     def analytic_kl(self, h: Tensor) -> Tensor:
         r"""``KL(q(z|x) || N(0, I))`` in closed form, ``[B]``."""
         raise NotImplementedError(f"{type(self).__name__} has no closed-form KL")
+
+    def sample_with_kl(self, h: Tensor, n: int = 1) -> tuple[Tensor, Tensor, Tensor]:
+        r"""``z [n, B, D]``, ``log q(z|x) [n, B]`` and the closed-form KL ``[B]`` of one call.
+
+        Families with a closed form override it to compute q's parameters once for both
+        (the ELBO with ``kl=analytic`` then does not evaluate them twice); by default it is
+        ``forward`` followed by :meth:`analytic_kl`.
+        """
+        z, log_q = self(h, n)
+        return z, log_q, self.analytic_kl(h)
+
+    def noise(self, h: Tensor, n: int) -> Tensor:
+        r"""Standard normal ``eps [n, B, D]`` of ``h``'s dtype and device."""
+        return torch.randn((n, h.shape[0], self.latent_dim), dtype=h.dtype, device=h.device)
 
 
 class DiagonalGaussian(nn.Module):
@@ -92,7 +105,11 @@ class DiagonalGaussian(nn.Module):
 
     def reparameterize(self, h: Tensor, eps: Tensor) -> tuple[Tensor, Tensor]:
         r"""``z = mu + sigma * eps`` and ``log q(z) = log N(eps) - sum log sigma``."""
-        mu, log_sigma = self.params(h)
+        return self.sample_from(*self.params(h), eps)
+
+    @staticmethod
+    def sample_from(mu: Tensor, log_sigma: Tensor, eps: Tensor) -> tuple[Tensor, Tensor]:
+        r""":meth:`reparameterize` given the parameters ``mu`` and ``log sigma``."""
         z = torch.addcmul(mu, log_sigma.exp(), eps)
         return z, standard_normal_log_prob(eps) - log_sigma.sum(-1)
 
@@ -103,5 +120,9 @@ class DiagonalGaussian(nn.Module):
 
     def kl_standard_normal(self, h: Tensor) -> Tensor:
         r"""``KL(N(mu, sigma^2) || N(0, I)) = 1/2 sum (sigma^2 + mu^2 - 1) - sum log sigma``."""
-        mu, log_sigma = self.params(h)
+        return self.kl_from(*self.params(h))
+
+    @staticmethod
+    def kl_from(mu: Tensor, log_sigma: Tensor) -> Tensor:
+        r""":meth:`kl_standard_normal` given the parameters ``mu`` and ``log sigma``."""
         return 0.5 * (torch.exp(2 * log_sigma) + mu.square() - 1).sum(-1) - log_sigma.sum(-1)

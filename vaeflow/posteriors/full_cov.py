@@ -69,7 +69,10 @@ class FullCovariance(Posterior):
         return mu, scale, log_sigma
 
     def reparameterize(self, h: Tensor, eps: Tensor) -> tuple[Tensor, Tensor]:
-        mu, scale, log_sigma = self.params(h)
+        return self._sample(*self.params(h), eps)
+
+    @staticmethod
+    def _sample(mu: Tensor, scale: Tensor, log_sigma: Tensor, eps: Tensor) -> tuple[Tensor, Tensor]:
         z = mu + (scale @ eps.unsqueeze(-1)).squeeze(-1)
         return z, standard_normal_log_prob(eps) - log_sigma.sum(-1)
 
@@ -81,7 +84,14 @@ class FullCovariance(Posterior):
         return standard_normal_log_prob(eps) - log_sigma.sum(-1)
 
     def analytic_kl(self, h: Tensor) -> Tensor:
-        mu, scale, log_sigma = self.params(h)
+        return self._kl(*self.params(h))
+
+    def _kl(self, mu: Tensor, scale: Tensor, log_sigma: Tensor) -> Tensor:
         return 0.5 * (scale.square().sum((-2, -1)) + mu.square().sum(-1) - self.latent_dim) - log_sigma.sum(
             -1
         )
+
+    def sample_with_kl(self, h: Tensor, n: int = 1) -> tuple[Tensor, Tensor, Tensor]:
+        mu, scale, log_sigma = self.params(h)
+        z, log_q = self._sample(mu, scale, log_sigma, self.noise(h, n))
+        return z, log_q, self._kl(mu, scale, log_sigma)

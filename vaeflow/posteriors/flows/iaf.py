@@ -78,8 +78,10 @@ class IAFStep(FlowStep):
 
     def inverse(self, y: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
         # z = (y - (1 - gate) m) / gate with (m, gate) functions of z_<i: D passes.
+        context = self.made.project_context(h)
+
         def update(z: Tensor) -> tuple[Tensor, Tensor]:
-            m, s = self.made(z, h)
+            m, s = self.made(z, h, context=context)
             gate = torch.sigmoid(s)
             return (y - (1 - gate) * m) / gate, s
 
