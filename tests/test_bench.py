@@ -42,10 +42,20 @@ def test_bench_measures_every_asked_family_without_mnist_or_pyro(tmp_path, monke
     monkeypatch.setattr(bench, "pyro_available", lambda: "pyro-ppl is not installed (test)")
     out = tmp_path / "bench.json"
     result = bench.main(
-        [*TINY, "--families", "mean_field,maf,planar", "--data-root", str(tmp_path / "none"), "--json", str(out)]
+        [
+            *TINY,
+            "--families",
+            "mean_field,maf,planar",
+            "--data-root",
+            str(tmp_path / "none"),
+            "--json",
+            str(out),
+        ]
     )
     printed = capsys.readouterr().out
-    assert "RANDOM binary images" in printed and "pyro comparison skipped: pyro-ppl is not installed" in printed
+    assert (
+        "RANDOM binary images" in printed and "pyro comparison skipped: pyro-ppl is not installed" in printed
+    )
     assert json.loads(out.read_text())["runs"] == json.loads(json.dumps(result["runs"]))
     assert [r["family"] for r in result["runs"]] == ["mean_field", "maf", "planar"]
     for run in result["runs"]:
@@ -95,8 +105,22 @@ def test_pyro_reference_model_trains_every_family():
 def test_bench_sampling_writes_a_table_json_and_plot(tmp_path, capsys):
     sampling = load("bench_sampling")
     result = sampling.main(
-        ["--families", "autoregressive,iaf", "--dims", "2,4", "--hidden", "8", "--repeats", "1",
-         "--threads", "1", "--json", str(tmp_path / "s.json"), "--png", str(tmp_path / "s.png")]  # fmt: skip
+        [
+            "--families",
+            "autoregressive,iaf",
+            "--dims",
+            "2,4",
+            "--hidden",
+            "8",
+            "--repeats",
+            "1",
+            "--threads",
+            "1",
+            "--json",
+            str(tmp_path / "s.json"),
+            "--png",
+            str(tmp_path / "s.png"),
+        ]  # fmt: skip
     )
     assert set(result["ms"]) == {"autoregressive", "iaf"} and all(v > 0 for v in result["ms"]["iaf"].values())
     assert (tmp_path / "s.png").stat().st_size > 1000

@@ -3,26 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from cli_helpers import vaeflow as run
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-VAEFLOW = [shutil.which("vaeflow")] if shutil.which("vaeflow") else [sys.executable, "-m", "vaeflow"]
 FAST = ["trainer.progress=plain", "trainer.iw_k=8", "trainer.threads=1"]
-
-
-def run(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    result = subprocess.run([*VAEFLOW, *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=300)
-    if check and result.returncode != 0:
-        raise AssertionError(f"vaeflow {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-    return result
 
 
 def test_help_lists_the_commands(tmp_path: Path):

@@ -6,18 +6,15 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from cli_helpers import vaeflow
 from omegaconf import OmegaConf
 
 from vaeflow.report import collect, expected_jobs, summarize, table_rows
 
-VAEFLOW = [shutil.which("vaeflow")] if shutil.which("vaeflow") else [sys.executable, "-m", "vaeflow"]
 FAST = [
     "trainer.max_epochs=1",
     "trainer.iw_k=4",
@@ -25,14 +22,6 @@ FAST = [
     "trainer.threads=1",
     "trainer.progress=plain",
 ]
-
-
-def vaeflow(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    result = subprocess.run([*VAEFLOW, *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=300)
-    if check and result.returncode != 0:
-        raise AssertionError(f"vaeflow {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-    return result
 
 
 @pytest.fixture(scope="module")

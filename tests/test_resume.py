@@ -109,7 +109,9 @@ def test_kill_9_then_resume_ends_where_an_uninterrupted_run_ends(tmp_path):
     args = ["trainer.max_epochs=4", "trainer.checkpoint_every_steps=3", "posterior=iaf", "posterior.depth=2",
             "posterior.hidden_dims=[32]", *FAST]  # fmt: skip
     command = [sys.executable, "-m", "vaeflow", "train", *args]
-    subprocess.run([*command, f"hydra.run.dir={tmp_path / 'a'}"], cwd=tmp_path, check=True, capture_output=True)
+    subprocess.run(
+        [*command, f"hydra.run.dir={tmp_path / 'a'}"], cwd=tmp_path, check=True, capture_output=True
+    )
 
     run = tmp_path / "b"
     process = subprocess.Popen([*command, f"hydra.run.dir={run}"], cwd=tmp_path, stdout=subprocess.DEVNULL,

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import subprocess
 import sys
 import warnings
 from datetime import datetime
 from pathlib import Path
 
 import pytest
+from cli_helpers import vaeflow
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
@@ -22,7 +20,6 @@ from vaeflow.report import collect
 
 JOBLIB = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
 CONF = Path(__file__).resolve().parents[1] / "conf"
-VAEFLOW = [shutil.which("vaeflow")] if shutil.which("vaeflow") else [sys.executable, "-m", "vaeflow"]
 FAST = [
     "trainer.max_epochs=1",
     "trainer.iw_k=4",
@@ -30,14 +27,6 @@ FAST = [
     "trainer.threads=1",
     "trainer.progress=plain",
 ]
-
-
-def vaeflow(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    result = subprocess.run([*VAEFLOW, *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=300)
-    if result.returncode != 0:
-        raise AssertionError(f"vaeflow {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-    return result
 
 
 def compose_with_hydra(*overrides: str):
