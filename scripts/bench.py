@@ -13,7 +13,8 @@ there; the output says which). For every family::
     % matmul      FLOP/s of training over the float32 matmul throughput of this machine,
                   measured in the same run (large square products, best of before and after)
     ELBO          the mean training ELBO over the last steps of a fixed number of steps,
-                  and the ELBO of a seeded subset of validation images after them
+                  and the ELBO of the validation images after them (``--seeds N``: the
+                  mean over N training runs, with its standard error)
     IW samples/s  importance-weighted evaluation (``vaeflow eval``'s estimator, k=5000),
                   with its fraction of the matmul limit
     RSS           the peak resident memory of the process that ran the family
@@ -21,11 +22,15 @@ there; the output says which). For every family::
 The same VAE built from pyro-ppl's conditional transforms (``scripts/pyro_models.py``;
 ``pip install 'vaeflow[bench]'``), trained on the same batches in a plain torch loop with
 the same optimizer settings, is measured alongside for mean-field, planar, radial,
-Householder and IAF, and the ratios are printed. Each family runs in its own process
-(``--in-process`` to run them here). A table on the terminal and a JSON file::
+Householder and IAF, and the ratios are printed (pyro's flows with its default
+hypernetworks; its IAF with the MADE widths of ``conf/posterior/iaf.yaml``,
+``--pyro-iaf-hidden``). Each family runs in its own process (``--in-process`` to run them
+here); ``--interleave`` trains vaeflow and pyro in one process, timed windows in turn, so
+that both see the same load. A table on the terminal and a JSON file::
 
     python scripts/bench.py                                   # everything, 2 threads
-    python scripts/bench.py --families mean_field,iaf --steps 300 --threads 1
+    python scripts/bench.py --families mean_field,iaf --seeds 3 --interleave
+    python scripts/bench.py --families planar --steps 300 --threads 1 --optim-impl loop
     python scripts/bench.py --device cuda --batch-size 1000   # on a GPU
 
 On a machine shared with other processes the figures drop, and two threads drop most:
@@ -124,7 +129,9 @@ def load_splits(args: argparse.Namespace) -> tuple[DataSplits, str]:
         return data, f"binarized_mnist ({root})"
     g = torch.Generator().manual_seed(12345)
     sizes = {"train": args.random_train, "val": 1000, "test": 1000}
-    splits = {k: Split(torch.bernoulli(torch.full((n, *INPUT_SHAPE), 0.13), generator=g)) for k, n in sizes.items()}
+    splits = {
+        k: Split(torch.bernoulli(torch.full((n, *INPUT_SHAPE), 0.13), generator=g)) for k, n in sizes.items()
+    }
     why = "--random-data" if args.random_data else f"{root} not found"
     return DataSplits("random", **splits), f"RANDOM binary images, p=0.13 ({why}): ELBOs are not MNIST's"
 
@@ -263,6 +270,10 @@ def pyro_subject(args: argparse.Namespace, family: str, data: DataSplits) -> Sub
     optimizer = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax}[optim["name"]](
         model.parameters(), **kwargs
     )
+    if args.pyro_no_validation:
+        import pyro
+
+        pyro.enable_validation(False)  # pyro (and torch.distributions) check arguments by default
     s = Subject()
     s.model = model
     s.loader = BatchLoader(data.train, args.batch_size, shuffle=True, seed=args.seed, device=device)
@@ -339,80 +350,106 @@ def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def measure_seed(args: argparse.Namespace, impl: str, family: str, extras: bool = True) -> dict[str, Any]:
-    r"""Trains ``family`` (vaeflow's or pyro's) for ``--steps`` steps from ``args.seed`` and
-    measures it; ``extras``: also the FLOPs and the importance-weighted evaluation."""
+class Training:
+    r"""The training run of one subject: its batches, the ELBO of its last steps, and the
+    images/s of its timed windows."""
+
+    def __init__(self, args: argparse.Namespace, subject: Subject) -> None:
+        self.args, self.subject = args, subject
+        self.batches = cycle(subject.loader)
+        self.done, self.skipped, self.tail_seen = 0, 0, 0
+        self.tail = max(1, min(args.steps // 5, 100))
+        self.sums = torch.zeros(2, dtype=torch.float64)
+        self.rates: list[float] = []
+        self.seconds = 0.0
+
+    def run(self, steps: int, timed: bool) -> None:
+        device = torch.device(self.args.device)
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            x = next(self.batches)
+            values = self.subject.step(x)
+            if values is None:
+                self.skipped += 1
+            elif self.done >= self.args.steps - self.tail:
+                self.sums += values
+                self.tail_seen += x.shape[0]
+            self.done += 1
+        sync(device)
+        seconds = time.perf_counter() - start
+        self.seconds += seconds
+        if timed and steps:
+            self.rates.append(steps * self.args.batch_size / seconds)
+
+
+def measure_seed(args: argparse.Namespace, impls: list[str], family: str, extras: bool = True) -> list[dict]:
+    r"""Trains ``family`` as each implementation in ``impls`` for ``--steps`` steps from
+    ``args.seed`` and measures it; several implementations take turns window by window, so
+    that they see the same load. ``extras``: also the FLOPs and the importance-weighted
+    evaluation."""
     device = torch.device(args.device)
     if args.device == "cpu":
         torch.set_num_threads(args.threads)
     data, data_desc = load_splits(args)
     real = data.name == "binarized_mnist"
-    subject = pyro_subject(args, family, data) if impl == "pyro" else vaeflow_subject(args, family, data, real)
-    model = subject.model
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    subjects = []
     try:
-        batches = cycle(subject.loader)
-        sums = torch.zeros(2, dtype=torch.float64)
-        tail = max(1, min(args.steps // 5, 100))
-        rates, skipped, tail_seen = [], 0, 0
-        t0 = time.perf_counter()
-        train_start = t0
-        for i in range(args.steps):
-            x = next(batches)
-            values = subject.step(x)
-            if values is None:
-                skipped += 1
-            elif i >= args.steps - tail:
-                sums += values
-                tail_seen += x.shape[0]
-            done = i + 1 - args.warmup
-            if done == 0 or (done > 0 and done % args.window == 0):
-                sync(device)
-                t1 = time.perf_counter()
-                if done > 0:
-                    rates.append(args.window * args.batch_size / (t1 - t0))
-                t0 = t1
-        sync(device)
-        train_s = time.perf_counter() - train_start
-        rec, kl = (sums / max(tail_seen, 1)).tolist()
-        result: dict[str, Any] = {
-            "impl": impl,
-            "family": family,
-            "seed": args.seed,
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "images_per_s": statistics.median(rates) if rates else None,
-            "images_per_s_windows": rates,
-            "train_seconds": train_s,
-            "steps": args.steps,
-            "skipped_steps": skipped,
-            "train_elbo": rec - kl,
-            "train_rec": rec,
-            "train_kl": kl,
-            "train_elbo_steps": tail,
-            "data": data_desc,
-        }
-        images = val_subset(data, args.val_images).to(device)
-        result["val_elbo"] = subject.val_elbo(images)
-        result["val_images"] = images.shape[0]
-
-        if not extras:
-            result["peak_rss_mb"] = peak_rss_mb()
-            return result
-        x = next(batches)
-        with FlopCounterMode(display=False) as counter:
-            subject.loss(x).backward()
-        model.zero_grad(set_to_none=True)
-        result["flops_per_step"] = counter.get_total_flops()
-
-        if args.iw_k > 0:
-            result |= measure_iw(args, subject, images[: args.iw_examples], device)
-        result["peak_rss_mb"] = peak_rss_mb()
+        for impl in impls:
+            make = pyro_subject if impl == "pyro" else vaeflow_subject
+            subjects.append(make(args, family, data) if impl == "pyro" else make(args, family, data, real))
         if device.type == "cuda":
-            result["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
-        return result
+            torch.cuda.reset_peak_memory_stats(device)
+        runs = [Training(args, s) for s in subjects]
+        for run in runs:
+            run.run(args.warmup, timed=False)
+        windows = (args.steps - args.warmup) // args.window
+        for _ in range(windows):
+            for run in runs:
+                run.run(args.window, timed=True)
+        for run in runs:
+            run.run(args.steps - run.done, timed=False)
+
+        images = val_subset(data, args.val_images).to(device)
+        results = []
+        for impl, subject, run in zip(impls, subjects, runs):
+            rec, kl = (run.sums / max(run.tail_seen, 1)).tolist()
+            result: dict[str, Any] = {
+                "impl": impl,
+                "family": family,
+                "seed": args.seed,
+                "parameters": sum(p.numel() for p in subject.model.parameters()),
+                "images_per_s": statistics.median(run.rates) if run.rates else None,
+                "images_per_s_windows": run.rates,
+                "train_seconds": run.seconds,
+                "steps": run.done,
+                "skipped_steps": run.skipped,
+                "train_elbo": rec - kl,
+                "train_rec": rec,
+                "train_kl": kl,
+                "train_elbo_steps": run.tail,
+                "data": data_desc,
+                "val_elbo": subject.val_elbo(images),
+                "val_images": images.shape[0],
+            }
+            if extras:
+                x = next(run.batches)
+                with FlopCounterMode(display=False) as counter:
+                    subject.loss(x).backward()
+                subject.model.zero_grad(set_to_none=True)
+                result["flops_per_step"] = counter.get_total_flops()
+                if args.iw_k > 0:
+                    result |= measure_iw(args, subject, images[: args.iw_examples], device)
+            results.append(result)
+        for result in results:
+            result["peak_rss_mb"] = peak_rss_mb()
+            result["peak_rss_of"] = "+".join(impls)
+            if device.type == "cuda":
+                result["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+        return results
     finally:
-        subject.close()
+        for subject in subjects:
+            subject.close()
 
 
 def measure_iw(args: argparse.Namespace, subject: Subject, x: torch.Tensor, device: torch.device) -> dict:
@@ -453,30 +490,32 @@ def measure_iw(args: argparse.Namespace, subject: Subject, x: torch.Tensor, devi
 # ------------------------------------------------------------------------------ the driver
 
 
-def run_worker(argv: list[str], impl: str, family: str, seed: int, extras: bool) -> dict[str, Any]:
+def run_worker(argv: list[str], impls: list[str], family: str, seed: int, extras: bool) -> list[dict]:
     r""":func:`measure_seed` in a fresh process (its own peak RSS, allocator and thread pool)."""
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         out = Path(f.name)
     try:
         cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--seed", str(seed),
-               "--worker", impl, family, str(int(extras)), str(out)]  # fmt: skip
+               "--worker", ",".join(impls), family, str(int(extras)), str(out)]  # fmt: skip
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0 or not out.stat().st_size:
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-            return {"impl": impl, "family": family, "error": tail[0]}
+            return [{"impl": impl, "family": family, "error": tail[0]} for impl in impls]
         return json.loads(out.read_text())
     finally:
         out.unlink(missing_ok=True)
 
 
-def run_one(args: argparse.Namespace, argv: list[str], impl: str, family: str, seed: int, extras: bool):
+def run_one(
+    args: argparse.Namespace, argv: list[str], impls: list[str], family: str, seed: int, extras: bool
+) -> list[dict]:
     if not args.in_process:
-        return run_worker(argv, impl, family, seed, extras)
+        return run_worker(argv, impls, family, seed, extras)
     try:
-        return measure_seed(argparse.Namespace(**{**vars(args), "seed": seed}), impl, family, extras)
+        return measure_seed(argparse.Namespace(**{**vars(args), "seed": seed}), impls, family, extras)
     except Exception as e:  # noqa: BLE001  (a failing family is a row, not the end of the run)
         traceback.print_exc()
-        return {"impl": impl, "family": family, "error": f"{type(e).__name__}: {e}"}
+        return [{"impl": impl, "family": family, "error": f"{type(e).__name__}: {e}"} for impl in impls]
 
 
 def pyro_available() -> str | None:
@@ -560,8 +599,9 @@ def report(result: dict[str, Any]) -> None:
                     _fmt(c["speedup"], ".2f") + "x",
                     _fmt(c["vaeflow_val_elbo"], ".2f"),
                     _fmt(c["pyro_val_elbo"], ".2f"),
-                    _fmt(c["val_elbo_diff"], "+.2f") + (f" ±{c['val_elbo_diff_se']:.2f}" if c["val_elbo_diff_se"] else ""),
-                    _fmt(c["iw_speedup"], ".2f") + "x",
+                    _fmt(c["val_elbo_diff"], "+.2f")
+                    + (f" ±{c['val_elbo_diff_se']:.2f}" if c["val_elbo_diff_se"] else ""),
+                    _fmt(c["iw_speedup"], ".2f") + ("x" if c["iw_speedup"] else ""),
                 ]
             )
         print_table(rows)
@@ -606,47 +646,91 @@ def compare(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
     p.add_argument("--families", default="all", help="comma list of posterior families (default: all)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--depth", type=int, default=4, help="steps of every flow family")
     p.add_argument("--latent-dim", type=int, default=40)
-    p.add_argument("--hidden", type=int, nargs="+", default=[300, 300], help="encoder widths (decoder: reversed)")
+    p.add_argument(
+        "--hidden", type=int, nargs="+", default=[300, 300], help="encoder widths (decoder: reversed)"
+    )
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
-    p.add_argument("--steps", type=int, default=500, help="training steps per family (the ELBO is after these)")
+    p.add_argument(
+        "--steps", type=int, default=500, help="training steps per family (the ELBO is after these)"
+    )
     p.add_argument("--warmup", type=int, default=20, help="steps before the first timed window")
-    p.add_argument("--window", type=int, default=40, help="steps per timed window (images/s: median over windows)")
+    p.add_argument(
+        "--window", type=int, default=40, help="steps per timed window (images/s: median over windows)"
+    )
     p.add_argument("--optim", default=None, help="conf/optim option (default: the config's default, adam)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the optim config's)")
-    p.add_argument("--optim-impl", choices=["config", "loop", "foreach", "fused"], default="config",
-                   help="vaeflow's optimizer implementation (config: as conf/optim says)")  # fmt: skip
-    p.add_argument("--pyro-optim-impl", choices=["default", "loop", "foreach", "fused"], default="default",
-                   help="the pyro loop's optimizer implementation (default: torch.optim's default)")  # fmt: skip
-    p.add_argument("--compile", type=lambda s: s.lower() in ("1", "true", "yes"), default=None,
-                   help="set trainer.compile (true/false; default: the config's)")  # fmt: skip
-    p.add_argument("--pyro-iaf-hidden", default="match",
-                   help="widths of pyro's IAF MADE: match (conf/posterior/iaf.yaml), pyro ([10 D]) or a list 320,320")  # fmt: skip
+    p.add_argument(
+        "--optim-impl",
+        choices=["config", "loop", "foreach", "fused"],
+        default="config",
+        help="vaeflow's optimizer implementation (config: as conf/optim says)",
+    )
+    p.add_argument(
+        "--pyro-optim-impl",
+        choices=["default", "loop", "foreach", "fused"],
+        default="default",
+        help="the pyro loop's optimizer implementation (default: torch.optim's default)",
+    )
+    p.add_argument(
+        "--compile",
+        type=lambda s: s.lower() in ("1", "true", "yes"),
+        default=None,
+        help="set trainer.compile (true/false; default: the config's)",
+    )
+    p.add_argument(
+        "--pyro-iaf-hidden",
+        default="match",
+        help="widths of pyro's IAF MADE: match (conf/posterior/iaf.yaml), pyro ([10 D]) or a list 320,320",
+    )
     p.add_argument("--no-pyro", action="store_true", help="skip the pyro-ppl reference")
-    p.add_argument("--seeds", type=int, default=1, help="training runs per family (ELBO: mean and standard error)")
-    p.add_argument("--val-images", type=int, default=10_000, help="validation images of the ELBO after training")
+    p.add_argument(
+        "--pyro-no-validation", action="store_true", help="turn off pyro's argument checks (on by default)"
+    )
+    p.add_argument(
+        "--seeds", type=int, default=1, help="training runs per family (ELBO: mean and standard error)"
+    )
+    p.add_argument(
+        "--val-images", type=int, default=10_000, help="validation images of the ELBO after training"
+    )
     p.add_argument("--iw-k", type=int, default=5000, help="importance samples per example (0: skip IW)")
     p.add_argument("--iw-examples", type=int, default=8, help="examples of the IW timing")
     p.add_argument("--iw-repeats", type=int, default=3)
     p.add_argument("--iw-max-seconds", type=float, default=20.0, help="stop repeating IW timings after this")
-    p.add_argument("--pyro-iw-pairs", type=int, default=50_000, help="(example, sample) pairs per chunk of pyro's IW loop")  # fmt: skip
+    p.add_argument(
+        "--pyro-iw-pairs",
+        type=int,
+        default=50_000,
+        help="(example, sample) pairs per chunk of pyro's IW loop",
+    )
     p.add_argument("--matmul-size", type=int, default=2048)
     p.add_argument("--matmul-seconds", type=float, default=2.0)
-    p.add_argument("--data-root", default=str(DEFAULT_DATA), help="directory of the binarized MNIST .amat files")
+    p.add_argument(
+        "--data-root", default=str(DEFAULT_DATA), help="directory of the binarized MNIST .amat files"
+    )
     p.add_argument("--random-data", action="store_true", help="random binary images even if MNIST is there")
     p.add_argument("--random-train", type=int, default=10_000, help="training images of the random data")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--in-process", action="store_true", help="run every family in this process (RSS: the process's)")
+    p.add_argument(
+        "--in-process", action="store_true", help="run every family in this process (RSS: the process's)"
+    )
+    p.add_argument("--interleave", action="store_true",
+                   help="train vaeflow and pyro in one process, timed windows in turn (robust ratios on a\n"
+                        "shared machine; the RSS is then the pair's)")  # fmt: skip
     p.add_argument("--json", default="bench.json", help="where to write the results ('' for nowhere)")
-    p.add_argument("--worker", nargs=4, metavar=("IMPL", "FAMILY", "EXTRAS", "OUT"), help=argparse.SUPPRESS)
+    p.add_argument("--worker", nargs=4, metavar=("IMPLS", "FAMILY", "EXTRAS", "OUT"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.window < 1 or args.steps < args.warmup + args.window:
-        p.error(f"--steps={args.steps} leaves no timed window after --warmup={args.warmup} (--window={args.window})")
+        p.error(
+            f"--steps={args.steps} leaves no timed window after --warmup={args.warmup} (--window={args.window})"
+        )
     return args
 
 
@@ -654,8 +738,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     if args.worker:
-        impl, family, extras, out = args.worker
-        Path(out).write_text(json.dumps(measure_seed(args, impl, family, extras == "1")) + "\n")
+        impls, family, extras, out = args.worker
+        results = measure_seed(args, impls.split(","), family, extras == "1")
+        Path(out).write_text(json.dumps(results) + "\n")
         return {}
 
     device = torch.device(args.device)
@@ -670,10 +755,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for family in names:
         impls = ["vaeflow"] + (["pyro"] if family in PYRO_FAMILIES and not pyro_skipped else [])
         by_impl: dict[str, list[dict[str, Any]]] = {impl: [] for impl in impls}
-        for i in range(args.seeds):  # implementations in turn, so that both see the same load
-            for impl in impls:
-                print(f"{impl} {family} seed {args.seed + i} ...", file=sys.stderr, flush=True)
-                by_impl[impl].append(run_one(args, argv, impl, family, args.seed + i, extras=i == 0))
+        # implementations in turn (window by window with --interleave), so that both see the same load
+        groups = [impls] if args.interleave else [[impl] for impl in impls]
+        for i in range(args.seeds):
+            for group in groups:
+                print(f"{'+'.join(group)} {family} seed {args.seed + i} ...", file=sys.stderr, flush=True)
+                for r in run_one(args, argv, group, family, args.seed + i, extras=i == 0):
+                    by_impl[r["impl"]].append(r)
         runs += [merge(by_impl[impl]) for impl in impls]
     after = matmul_flops_per_s(args.matmul_size, args.matmul_seconds, device)
     limit = max(before, after)
@@ -702,8 +790,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "val_images": next((r["val_images"] for r in runs if "val_images" in r), None),
         "warmup": args.warmup,
         "window": args.window,
+        "interleave": args.interleave,
         "optim_impl": args.optim_impl,
         "pyro_optim_impl": args.pyro_optim_impl,
+        "pyro_validation": not args.pyro_no_validation,
         "pyro_iaf_hidden": args.pyro_iaf_hidden,
         "data": data_desc,
         "matmul_flops_per_s": {"before": before, "after": after, "used": limit, "size": args.matmul_size},

@@ -101,7 +101,9 @@ def markdown(result: dict[str, Any]) -> str:
     lines.append("| --- |" + " ---: |" * (len(dims) + 1))
     for family, row in result["ms"].items():
         cells = [f"{row[str(d)]:.2f}" for d in dims]
-        lines.append(f"| `{family}` | " + " | ".join(cells) + f" | {row[str(dims[-1])] / row[str(dims[0])]:.1f}x |")
+        lines.append(
+            f"| `{family}` | " + " | ".join(cells) + f" | {row[str(dims[-1])] / row[str(dims[0])]:.1f}x |"
+        )
     return "\n".join(lines)
 
 

@@ -114,7 +114,9 @@ class PyroVAE(nn.Module):
         self.head = nn.Linear(hidden[-1], 2 * latent_dim)
         self.decoder = _mlp([latent_dim, *hidden[::-1], input_dim])
         flows = [] if family == "mean_field" else range(int(depth))
-        self.transforms = nn.ModuleList(_transform(family, latent_dim, hidden[-1], k, iaf_hidden) for k in flows)
+        self.transforms = nn.ModuleList(
+            _transform(family, latent_dim, hidden[-1], k, iaf_hidden) for k in flows
+        )
         self.base = _AmortizedNormal(self.head)
         self.q = dist.ConditionalTransformedDistribution(self.base, list(self.transforms))
 
