@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
+import struct
 import time
 from pathlib import Path
 
@@ -13,7 +15,18 @@ import pytest
 from cli_helpers import vaeflow
 from omegaconf import OmegaConf
 
-from vaeflow.report import collect, expected_jobs, summarize, table_rows
+from vaeflow.commands.report import report
+from vaeflow.evaluate import load_trained
+from vaeflow.report import (
+    collect,
+    expected_jobs,
+    notes,
+    plot_samples,
+    sample_images,
+    summarize,
+    table_rows,
+    write_report,
+)
 
 FAST = [
     "trainer.max_epochs=1",
@@ -49,7 +62,7 @@ def test_a_2x2_sweep_gives_4_rows_equal_to_the_runs_metrics(sweep: Path):
 
     result = vaeflow("report", str(sweep), cwd=sweep.parent)
     out_dir = sweep / "report"
-    for name in ["results.csv", "results.md", "depth.png", "curves.png"]:
+    for name in ["results.csv", "results.md", "depth.png", "curves.png", "samples.png"]:
         assert (out_dir / name).is_file() and (out_dir / name).stat().st_size > 0, name
     assert (out_dir / "depth.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -84,7 +97,7 @@ def test_a_2x2_sweep_gives_4_rows_equal_to_the_runs_metrics(sweep: Path):
     assert "mean over seeds" in result.stdout  # two seeds per (family, depth)
     markdown = (out_dir / "results.md").read_text()
     assert markdown.count("| iaf |") == 6  # 4 runs + 2 means over seeds
-    assert "![depth](depth.png)" in markdown
+    assert "![depth](depth.png)" in markdown and "![samples](samples.png)" in markdown
 
 
 def metrics_seed(job: Path) -> int:
@@ -112,6 +125,83 @@ def test_every_job_is_its_own_tensorboard_run_with_hparams(sweep: Path):
     hparams = mux.PluginRunToTagToContent("hparams")
     assert set(hparams) == set(runs)
     assert all("_hparams_/session_start_info" in tags for tags in hparams.values())
+
+
+# --------------------------------------------------------------------------------------
+# samples.png: what each finished run's best checkpoint generates and reconstructs
+# --------------------------------------------------------------------------------------
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """``(width, height)`` from a PNG's IHDR chunk, after checking the signature."""
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR", path
+    return struct.unpack(">II", data[16:24])
+
+
+def finished_jobs(sweep: Path) -> list[Path]:
+    return sorted(p for p in sweep.iterdir() if (p / "metrics.json").is_file())
+
+
+def test_samples_png_has_one_row_per_finished_run(sweep: Path, tmp_path: Path):
+    import matplotlib.image
+
+    runs, _ = collect([sweep])
+    sizes = [png_size(plot_samples(runs[:n], tmp_path / f"samples_{n}.png")) for n in (1, 2, 4)]
+    (w1, h1), (w2, h2), (w4, h4) = sizes
+    assert w1 == w2 == w4 <= 1200  # one strip of samples and one of pairs, whatever the rows
+    assert h1 < h2 < h4 and h4 - h2 == 2 * (h2 - h1)  # each row adds the same height
+    pixels = matplotlib.image.imread(tmp_path / "samples_4.png")  # decodes: a valid PNG
+    assert pixels.shape[:2] == (h4, w4) and pixels[..., :3].std() > 0.1
+    assert not any(r.samples_skipped for r in runs)
+
+
+def test_every_row_decodes_the_same_draws_and_the_same_test_images(sweep: Path):
+    import torch
+
+    first, second = (load_trained(job) for job in finished_jobs(sweep)[:2])
+    a, again = sample_images(first.model, first.data.test), sample_images(first.model, first.data.test)
+    b = sample_images(second.model, second.data.test)
+    assert a.samples.shape == (16, 1, 8, 8) and a.originals.shape == a.reconstructions.shape == (8, 1, 8, 8)
+    for x, y in [(a.samples, again.samples), (a.reconstructions, again.reconstructions)]:
+        assert torch.equal(x, y)  # seeded: the prior draws and the posterior noise
+    assert torch.equal(a.originals, b.originals)
+    z = torch.randn(16, second.model.latent_dim, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        assert torch.allclose(b.samples, second.model.decode_mean(z))  # the same z ~ N(0, I) in every row
+    test = first.data.test.images
+    assert not torch.equal(a.originals, test[:8])  # a seeded random subset, not the first images
+    assert all((test == x).flatten(1).all(1).any() for x in a.originals)
+
+
+def test_a_run_whose_checkpoint_is_corrupt_is_left_out_with_a_note(sweep: Path, tmp_path: Path):
+    good, bad = (Path(shutil.copytree(job, tmp_path / "runs" / job.name)) for job in finished_jobs(sweep)[:2])
+    checkpoint = bad / "checkpoints" / "best.pt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:2000])  # truncated, as by a full disk
+    runs, sweeps = collect([tmp_path / "runs"])
+    files = write_report(runs, tmp_path / "out", sweeps)
+
+    [skipped] = [r for r in runs if r.path == bad.resolve()]
+    assert "corrupt or truncated" in skipped.samples_skipped
+    note = f"samples skipped: {skipped.label}: {skipped.samples_skipped}"
+    assert note in notes(runs, sweeps) and note in files["markdown"].read_text()
+    [kept] = [r for r in runs if r.path == good.resolve()]
+    alone = plot_samples([kept], tmp_path / "alone.png")
+    assert png_size(files["samples"])[1] == png_size(alone)[1]  # one row: the good run's
+
+
+def test_no_samples_skips_the_figure_and_its_checkpoint_loading(tmp_path: Path):
+    make_run(tmp_path / "runs" / "ok", metrics={})  # finished, but no checkpoints/
+    assert report([str(tmp_path / "runs")], str(tmp_path / "without"), samples=False) == 0
+    assert not (tmp_path / "without" / "samples.png").exists()
+    markdown = (tmp_path / "without" / "results.md").read_text()
+    assert "samples.png" not in markdown and "samples skipped" not in markdown
+
+    assert report([str(tmp_path / "runs")], str(tmp_path / "with")) == 0
+    assert png_size(tmp_path / "with" / "samples.png")
+    assert "samples skipped: ok: " in (tmp_path / "with" / "results.md").read_text()
 
 
 # --------------------------------------------------------------------------------------

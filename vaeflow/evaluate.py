@@ -72,7 +72,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from vaeflow.checkpoint import load_checkpoint
-from vaeflow.data import binarize_fixed, load_dataset
+from vaeflow.data import DataSplits, binarize_fixed, load_dataset
 from vaeflow.errors import CheckpointError, ConfigError, DataError
 from vaeflow.model import VAE, build_model
 from vaeflow.progress import TaskProgress, progress_mode
@@ -97,6 +97,8 @@ __all__ = [
     "keep_freed_memory",
     "run_dir_of",
     "resolve_run",
+    "TrainedRun",
+    "load_trained",
     "evaluate",
 ]
 
@@ -762,6 +764,78 @@ def _dataset_config(train_cfg: DictConfig, dataset_root: Any, run_dir: Path) -> 
     return dataset
 
 
+@dataclass
+class TrainedRun:
+    r"""A trained model rebuilt from one of its checkpoints (:func:`load_trained`).
+
+    Attributes:
+        model: the VAE in eval mode, on the requested device.
+        data: the dataset it was trained on, loaded afresh.
+        config: the training config saved in the checkpoint.
+        dataset: the dataset config actually loaded (``dataset_root`` applied).
+        checkpoint: the checkpoint file.
+        run_dir: the run directory.
+        epoch: the epoch at which the checkpoint was written (``None`` if not recorded).
+        step: the optimizer step at which it was written.
+    """
+
+    model: VAE
+    data: DataSplits
+    config: DictConfig
+    dataset: DictConfig
+    checkpoint: Path
+    run_dir: Path
+    epoch: int | None
+    step: int | None
+
+
+def load_trained(
+    run: Any,
+    checkpoint: str = "best",
+    dataset_root: Any = None,
+    device: str | torch.device = "cpu",
+    load_data: Callable[[DictConfig], DataSplits] = load_dataset,
+) -> TrainedRun:
+    r"""Rebuilds a trained run's model and loads its data, the one way that ``vaeflow eval``
+    and ``vaeflow report`` both use.
+
+    The checkpoint is read with ``weights_only=True`` (:func:`~vaeflow.checkpoint.load_checkpoint`)
+    and the model is rebuilt from the config saved in it, not from ``.hydra/``, so that
+    a checkpoint is self-describing. A relative ``dataset.root`` is taken relative to where
+    training ran when it does not exist from here.
+
+    Arguments:
+        run: a run directory written by ``vaeflow train``, or a checkpoint file in one.
+        checkpoint: ``best`` or ``last`` (ignored when ``run`` is a file).
+        dataset_root: where the data is, if not where the run was trained.
+        device: where to put the model (the data stays on the CPU).
+        load_data: reads the dataset that a ``dataset`` config describes; a caller that
+            loads many runs of one dataset passes one that caches it.
+
+    Raises:
+        ConfigError: ``run`` is not a run directory or checkpoint.
+        CheckpointError: the checkpoint is missing, corrupt, unsafe or from another model.
+        DataError: the dataset's files are missing or malformed.
+    """
+    ckpt_path, run_dir = resolve_run(run, checkpoint)
+    state = load_checkpoint(ckpt_path, map_location="cpu")
+    train_cfg = OmegaConf.create(state["config"])
+    dataset_cfg = _dataset_config(train_cfg, dataset_root, run_dir)
+    data = load_data(dataset_cfg)
+    model = build_model(train_cfg, data.shape)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise CheckpointError(
+            f"checkpoint {ckpt_path} does not fit the model its config describes ({first[:160]})"
+        ) from None
+    model.to(device).eval()
+    return TrainedRun(
+        model, data, train_cfg, dataset_cfg, ckpt_path, run_dir, state.get("epoch"), state.get("step")
+    )
+
+
 def _seeded_ids(n: int, limit: int | None, seed: int) -> Tensor:
     if not limit or limit >= n:
         return torch.arange(n)
@@ -858,22 +932,11 @@ def evaluate(cfg: DictConfig, out_dir: str | Path, *, multirun: bool = False) ->
     mode = progress_mode(str(cfg.progress), multirun, key="progress")
     k, seed = int(cfg.k), int(cfg.seed)
 
-    state = load_checkpoint(ckpt_path, map_location="cpu")
-    train_cfg = OmegaConf.create(state["config"])
-    dataset_cfg = _dataset_config(train_cfg, cfg.get("dataset_root"), run_dir)
     try:
-        data = load_dataset(dataset_cfg)
+        trained = load_trained(ckpt_path, dataset_root=cfg.get("dataset_root"), device=device)
     except DataError as e:
         raise DataError(f"{e} (vaeflow eval: point dataset_root=<dir> at the data)") from None
-    model = build_model(train_cfg, data.shape)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()[0]
-        raise CheckpointError(
-            f"checkpoint {ckpt_path} does not fit the model its config describes ({first[:160]})"
-        ) from None
-    model.to(device).eval()
+    model, data, train_cfg, dataset_cfg = trained.model, trained.data, trained.config, trained.dataset
 
     split = data[str(cfg.split)]
     ids = _seeded_ids(len(split), cfg.get("limit"), seed)
@@ -888,7 +951,7 @@ def evaluate(cfg: DictConfig, out_dir: str | Path, *, multirun: bool = False) ->
         "vaeflow eval: %s (epoch %s), %s %s split: %d examples, k=%d, seed %d; device %s, %d threads; "
         "chunks of %d examples x %d samples (%.0f KiB per pair, budget %s MiB); output %s",
         ckpt_path,
-        state.get("epoch"),
+        trained.epoch,
         dataset_cfg.name,
         cfg.split,
         n,
@@ -955,8 +1018,8 @@ def evaluate(cfg: DictConfig, out_dir: str | Path, *, multirun: bool = False) ->
         "eval/time_s": iw_time,
         "run": str(run_dir),
         "checkpoint": str(ckpt_path),
-        "checkpoint_epoch": state.get("epoch"),
-        "checkpoint_step": state.get("step"),
+        "checkpoint_epoch": trained.epoch,
+        "checkpoint_step": trained.step,
         "dataset": str(dataset_cfg.name),
         "posterior": str(train_cfg.posterior.name),
         "latent_dim": int(train_cfg.model.latent_dim),
@@ -1063,10 +1126,10 @@ def evaluate(cfg: DictConfig, out_dir: str | Path, *, multirun: bool = False) ->
         },
         out_dir / "per_example.pt",
     )
-    _write_tensorboard(out_dir, result, int(state.get("epoch") or 0))
+    _write_tensorboard(out_dir, result, int(trained.epoch or 0))
     write_json_atomic(result, out_dir / "eval.json")
 
-    header = f"{dataset_cfg.name} {cfg.split}, {n:,} examples, {ckpt_path.name} (epoch {state.get('epoch')})"
+    header = f"{dataset_cfg.name} {cfg.split}, {n:,} examples, {ckpt_path.name} (epoch {trained.epoch})"
     log.info("%s\n%s", header, _table(rows, ("", "mean", "se")))
     if gaps_cfg["enabled"]:
         log.info(

@@ -3,7 +3,8 @@ a sweep (:mod:`vaeflow.report`).
 
 Prints a table of every run found (failed and unfinished ones included) and writes
 ``results.csv``, ``results.md``, ``depth.png`` (test NLL, -ELBO, their gap and the cost
-against flow depth) and ``curves.png`` (validation ELBO over epochs) to ``--out``
+against flow depth), ``curves.png`` (validation ELBO over epochs) and ``samples.png``
+(samples and reconstructions of each finished run's best checkpoint) to ``--out``
 (default: ``<dir>/report`` for one directory, else ``outputs/report/<date>_<time>``).
 """
 
@@ -40,10 +41,15 @@ def parser() -> argparse.ArgumentParser:
         "--out", metavar="DIR", help="where to write the files (default: <DIR>/report for one DIR)"
     )
     p.add_argument("--no-plots", action="store_true", help="write the CSV and Markdown only")
+    p.add_argument(
+        "--no-samples",
+        action="store_true",
+        help="skip samples.png (it loads every finished run's best checkpoint and dataset)",
+    )
     return p
 
 
-def report(dirs: list[str], out: str | None = None, plots: bool = True) -> int:
+def report(dirs: list[str], out: str | None = None, plots: bool = True, samples: bool = True) -> int:
     r"""Runs the command; returns its exit status."""
     from rich.console import Console
 
@@ -70,17 +76,17 @@ def report(dirs: list[str], out: str | None = None, plots: bool = True) -> int:
     groups = summarize(runs)
     if any(g.n > 1 for g in groups):
         console.print(summary_table(groups, title="mean over seeds (± standard error)"))
-    for line in notes(runs, sweeps):
+    files = write_report(runs, out, sweeps, sources=dirs, plots=plots, samples=samples)
+    for line in notes(runs, sweeps):  # after the files: samples.png notes the runs it left out
         console.print(
             line, style="yellow" if not line.startswith("failed") else "red", highlight=False, markup=False
         )
-    files = write_report(runs, out, sweeps, sources=dirs, plots=plots)
     console.print("wrote " + ", ".join(str(p) for p in files.values()), highlight=False, markup=False)
     return 0
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(sys.argv[1:] if argv is None else argv)
-    code = report(args.dirs, args.out, plots=not args.no_plots)
+    code = report(args.dirs, args.out, plots=not args.no_plots, samples=not args.no_samples)
     if code:
         sys.exit(code)
