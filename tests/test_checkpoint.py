@@ -30,12 +30,19 @@ def test_a_pickle_that_runs_code_is_refused_and_never_runs(tmp_path: Path):
     with pytest.raises(CheckpointError, match="refused: it holds objects other than tensors"):
         load_checkpoint(path)
     assert not marker.exists()
-    # a raw pickle (not a torch zip file) is refused as well
+    # a raw pickle (not a torch zip file) is refused as well, before anything reads it
     raw = tmp_path / "raw.pt"
     raw.write_bytes(pickle.dumps({"model": Payload(marker)}, protocol=2))
-    with pytest.raises(CheckpointError):
+    with pytest.raises(CheckpointError, match="not a complete torch zip archive"):
         load_checkpoint(raw)
     assert not marker.exists()
+
+
+def test_random_bytes_are_called_corrupt(tmp_path: Path):
+    noise = tmp_path / "noise.pt"
+    noise.write_bytes(bytes(range(256)) * 40)
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load_checkpoint(noise)
 
 
 def test_truncated_missing_and_foreign_checkpoints(tmp_path: Path):

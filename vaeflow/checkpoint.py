@@ -54,6 +54,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(
             f"checkpoint {path} not found; give the path of a .pt file written by vaeflow train"
         )
+    if not zipfile.is_zipfile(path):  # torch.save writes zip archives; anything else is not ours
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or truncated (not a complete torch zip archive); "
+            "use another checkpoint (e.g. best.pt or last.pt of the same run)"
+        )
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
