@@ -98,6 +98,10 @@ def test_a_2x2_sweep_gives_4_rows_equal_to_the_runs_metrics(sweep: Path):
     markdown = (out_dir / "results.md").read_text()
     assert markdown.count("| iaf |") == 6  # 4 runs + 2 means over seeds
     assert "![depth](depth.png)" in markdown and "![samples](samples.png)" in markdown
+    # each run's command line, from its .hydra/overrides.yaml
+    commands = [line for line in markdown.splitlines() if line.startswith("- ") and "vaeflow train" in line]
+    assert len(commands) == 4
+    assert all("posterior=iaf" in c and "posterior.depth=" in c for c in commands)
 
 
 def metrics_seed(job: Path) -> int:

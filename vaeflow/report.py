@@ -26,6 +26,7 @@ import csv
 import json
 import math
 import re
+import shlex
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -788,6 +789,11 @@ def _markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+def train_command(run: Run) -> str:
+    r"""The ``vaeflow train`` command line that repeats ``run``: its overrides, shell-quoted."""
+    return " ".join(["vaeflow train", *(shlex.quote(o) for o in run.overrides)])
+
+
 def write_markdown(
     runs: Sequence[Run],
     path: str | Path,
@@ -808,6 +814,10 @@ def write_markdown(
     lines = notes(runs, sweeps)
     if lines:
         out += ["## Not finished", ""] + [f"- {line}" for line in lines] + [""]
+    commands = [(r.label or r.name, train_command(r)) for r in runs if r.overrides]
+    if commands:
+        out += ["## Commands", "", "Each run again (its `.hydra/overrides.yaml`):", ""]
+        out += [f"- {name}: `{command}`" for name, command in commands] + [""]
     for image in images:
         out += [f"![{Path(image).stem}]({Path(image).name})", ""]
     path.write_text("\n".join(out))
