@@ -9,11 +9,14 @@ from omegaconf import OmegaConf
 
 from vaeflow.data import DATASETS
 from vaeflow.model import build_model
+from vaeflow.nets import DECODERS, ENCODERS
 from vaeflow.posteriors import POSTERIORS
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and not p.name.startswith("__"))
 OPTIONS = [(g, y.stem) for g in GROUPS for y in sorted((CONF / g).glob("*.yaml"))]
+#: Image shapes for the networks that do not take the default digits shape (1, 8, 8).
+NET_SHAPES = {"gated_conv": (1, 28, 28)}
 
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
@@ -24,6 +27,10 @@ def test_every_option_composes(compose_train, group: str, option: str):
         assert cfg.posterior.name == option
         model = build_model(cfg, (1, 8, 8))  # every family builds on the default digits shape
         assert model.posterior.latent_dim == cfg.model.latent_dim
+    if group in ("encoder", "decoder"):
+        shape = NET_SHAPES.get(option, (1, 8, 8))
+        model = build_model(cfg, shape)
+        assert cfg[group].name == option and model.decode_mean(model.prior.sample(2)).shape == (2, *shape)
     if group == "dataset":
         assert cfg.dataset.name in DATASETS
 
@@ -31,6 +38,11 @@ def test_every_option_composes(compose_train, group: str, option: str):
 def test_every_registered_family_has_a_config():
     configs = {y.stem for y in (CONF / "posterior").glob("*.yaml")}
     assert set(POSTERIORS.names()) <= configs
+
+
+@pytest.mark.parametrize(("group", "registry"), [("encoder", ENCODERS), ("decoder", DECODERS)])
+def test_every_registered_network_has_a_config(group: str, registry):
+    assert set(registry.names()) <= {y.stem for y in (CONF / group).glob("*.yaml")}
 
 
 def test_the_keys_users_type(compose_train):

@@ -1,5 +1,7 @@
-r"""Networks: MLP encoder and decoder, MADE, and the encoder/decoder registries."""
+r"""Networks: MLP and gated convolutional encoders and decoders, MADE, and the
+encoder/decoder registries."""
 
+from vaeflow.nets.gated_conv import GatedConvDecoder, GatedConvEncoder
 from vaeflow.nets.made import MADE, MaskedLinear, order_for_step
 from vaeflow.nets.mlp import MLP, MLPDecoder, MLPEncoder, make_activation
 from vaeflow.registry import Registry
@@ -7,6 +9,8 @@ from vaeflow.registry import Registry
 __all__ = [
     "DECODERS",
     "ENCODERS",
+    "GatedConvDecoder",
+    "GatedConvEncoder",
     "MADE",
     "MLP",
     "MLPDecoder",
@@ -20,3 +24,5 @@ ENCODERS = Registry("encoder")
 DECODERS = Registry("decoder")
 ENCODERS.register("mlp")(MLPEncoder)
 DECODERS.register("mlp")(MLPDecoder)
+ENCODERS.register("gated_conv")(GatedConvEncoder)
+DECODERS.register("gated_conv")(GatedConvDecoder)
