@@ -336,3 +336,49 @@ def test_report_errors_are_one_line(tmp_path: Path):
     assert empty.returncode == 2 and empty.stderr.strip().splitlines() == [
         f"error: no vaeflow train runs under {tmp_path / 'empty'} (a run directory holds .hydra/config.yaml)"
     ]
+
+
+def test_paired_deltas_use_the_per_image_differences(tmp_path: Path):
+    import math
+
+    import torch
+
+    from vaeflow.report import Run, paired_deltas, table_rows
+
+    generator = torch.Generator().manual_seed(0)
+    hardness = torch.randn(400, generator=generator, dtype=torch.float64) * 20  # shared by every model
+    ids = torch.arange(400)
+
+    def run(name: str, family: str, shift: float, ids=ids) -> Run:
+        nll = 90 + hardness + shift + 0.1 * torch.randn(400, generator=generator, dtype=torch.float64)
+        eval_dir = tmp_path / name / "eval" / "e"
+        eval_dir.mkdir(parents=True)
+        torch.save({"ids": ids, "log_px": -nll}, eval_dir / "per_example.pt")
+        return Run(
+            path=tmp_path / name, name=name, status="completed", family=family, depth=0, seed=0,
+            dataset="binarized_mnist", nll=float(nll.mean()), nll_se=float(nll.std() / 20), elbo=-95.0,
+            source="eval", eval_path=eval_dir / "eval.json",
+        )  # fmt: skip
+
+    base, better = run("mf", "mean_field", 0.0), run("iaf", "iaf", -0.3)
+    other_images = run("planar", "planar", -1.0, ids=ids + 1000)  # not the same test images
+    assert paired_deltas([better, base, other_images]) is base
+    assert base.delta[0] == 0 and _delta_text(base) == "baseline"
+    mean, se = better.delta
+    assert abs(mean + 0.3) < 4 * se and se < 0.02  # the unpaired s.e.s are ~1 nat each
+    assert better.nll_se > 40 * se
+    assert other_images.delta is None
+    header, rows = table_rows([base, better, other_images])
+    column = header.index("Δ NLL ± paired se")
+    assert [r[column] for r in rows] == ["baseline", f"{mean:+.2f} ± {se:.2f}", "—"]
+    # an explicit baseline by name
+    for r in (base, better):
+        r.delta = None
+    assert paired_deltas([base, better], baseline="iaf") is better
+    assert math.isclose(base.delta[0], -mean)
+
+
+def _delta_text(run) -> str:
+    from vaeflow.report import _delta
+
+    return _delta(run)

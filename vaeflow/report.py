@@ -152,6 +152,8 @@ class Run:
     source: str = ""
     history: list[dict[str, float]] = field(repr=False, default_factory=list)
     label: str = ""  # the name without the overrides that every run of the report shares
+    delta: tuple[float, float] | None = None  # NLL minus the baseline's, paired s.e. (paired_deltas)
+    baseline: str = ""  # the run that delta is against
 
     @property
     def finished(self) -> bool:
@@ -463,10 +465,13 @@ def expected_jobs(sweep_dir: str | Path) -> int | None:
         return None
 
 
-def collect(paths: Iterable[str | Path], now: float | None = None) -> tuple[list[Run], list[Sweep]]:
+def collect(
+    paths: Iterable[str | Path], now: float | None = None, baseline: str | None = None
+) -> tuple[list[Run], list[Sweep]]:
     r"""Reads every run at or under ``paths``, sorted by dataset, setting, family, depth
     and seed; and the sweeps among ``paths`` and their subdirectories, with how many of
-    their jobs have not started.
+    their jobs have not started. Runs evaluated on the same test images as a baseline get
+    their NLL difference with its paired standard error (:func:`paired_deltas`).
 
     Returns:
         ``(runs, sweeps)``.
@@ -480,6 +485,7 @@ def collect(paths: Iterable[str | Path], now: float | None = None) -> tuple[list
     _settings(runs)
     _short_names(runs)
     runs.sort(key=lambda r: r.sort_key)
+    paired_deltas(runs, baseline)
 
     sweeps = []
     for sweep_file in sorted(
@@ -489,6 +495,58 @@ def collect(paths: Iterable[str | Path], now: float | None = None) -> tuple[list
         present = sum(1 for r in run_dirs if r.parent == sweep_dir)
         sweeps.append(Sweep(sweep_dir, expected_jobs(sweep_dir), present))
     return runs, sweeps
+
+
+def _per_example_nll(run: Run) -> tuple[Any, Any] | None:
+    r"""``(ids, nll)`` of the test images of ``run``'s latest evaluation, if it kept them."""
+    if run.eval_path is None:
+        return None
+    path = run.eval_path.parent / "per_example.pt"
+    try:
+        import torch
+
+        data = torch.load(path, map_location="cpu", weights_only=True)
+        return data["ids"], -data["log_px"].double()
+    except Exception:  # no per-example file (older evaluations), or an unreadable one
+        return None
+
+
+def paired_deltas(runs: Sequence[Run], baseline: str | None = None) -> Run | None:
+    r"""Sets ``run.delta``: each run's test NLL minus the baseline's on the same test images,
+    with the standard error of the per-image differences.
+
+    Models evaluated on the same images share most of their per-image variation (hard
+    digits are hard for every model), so the paired standard error of a difference is
+    several times smaller than the two runs' own standard errors combined: it is the one
+    that says whether two families differ.
+
+    Arguments:
+        runs: the report's runs, in order.
+        baseline: the baseline's name or label; default: the first mean-field run, in the
+            report's order, whose evaluation kept its per-image figures.
+
+    Returns:
+        The baseline run, or ``None`` when there is none (no deltas are set).
+    """
+    evaluated = [r for r in runs if r.finished and r.source == "eval"]
+    if baseline:
+        chosen = [r for r in evaluated if baseline in (r.name, r.label)]
+    else:
+        chosen = [r for r in evaluated if r.family == "mean_field"]
+    base = next((r for r in chosen if _per_example_nll(r) is not None), None)
+    if base is None:
+        return None
+    base_ids, base_nll = _per_example_nll(base)
+    for run in evaluated:
+        if run.dataset != base.dataset:
+            continue
+        figures = (base_ids, base_nll) if run is base else _per_example_nll(run)
+        if figures is None or not figures[0].equal(base_ids):
+            continue
+        diff = figures[1] - base_nll
+        se = float(diff.std() / math.sqrt(len(diff))) if len(diff) > 1 else math.nan
+        run.delta, run.baseline = (float(diff.mean()), se), base.label or base.name
+    return base
 
 
 def _common_parent(paths: Sequence[Path]) -> Path:
@@ -616,19 +674,33 @@ def _depth(run_or_group: Run | Group) -> str:
     return str(run_or_group.depth) if run_or_group.depth else "—"
 
 
+def _delta(run: Run) -> str:
+    if run.delta is None:
+        return "—"
+    if run.baseline == (run.label or run.name):
+        return "baseline"
+    mean, se = run.delta
+    return f"{mean:+.2f} ± {se:.2f}"
+
+
 def table_rows(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]]:
     r"""The report's table as text: ``(header, rows)``, one row per run."""
     show_setting = any(r.setting for r in runs)
     show_dataset = len({r.dataset for r in runs}) > 1
     header = [*(["dataset"] if show_dataset else []), "family", "depth", "seed"]
     header += [*(["setting"] if show_setting else []), "status", "epochs", "parameters"]
-    header += ["test ELBO", "test NLL ± se", "k", "KL", "train time", "images/s", "run"]
+    show_delta = any(r.delta for r in runs)
+    header += ["test ELBO", "test NLL ± se", *(["Δ NLL ± paired se"] if show_delta else [])]
+    header += ["k", "KL", "train time", "images/s", "run"]
     rows = []
     for r in runs:
         row = [*([r.dataset] if show_dataset else []), r.family, _depth(r), str(r.seed)]
         row += [*([r.setting] if show_setting else []), _status(r)]
         row += [str(r.epochs) if r.epochs is not None else "—", _count(r.parameters)]
-        row += [_f(r.elbo), _pm(r.nll, r.nll_se), str(r.k) if r.k else "—", _f(r.kl)]
+        row += [_f(r.elbo), _pm(r.nll, r.nll_se)]
+        if show_delta:
+            row.append(_delta(r))
+        row += [str(r.k) if r.k else "—", _f(r.kl)]
         row += [_duration(r.train_time_s), _count(r.images_per_s), r.label or r.name]
         rows.append(row)
     return header, rows
@@ -685,6 +757,12 @@ def _caption(runs: Sequence[Run]) -> str:
         parts.append(
             "NLL without s.e.: the training's final importance-weighted estimate with k = trainer.iw_k"
         )
+    base = next((r.baseline for r in runs if r.delta is not None), None)
+    if base:
+        parts.append(
+            f"Δ NLL: NLL minus that of {base} on the same test images, with the standard error of "
+            "the per-image differences"
+        )
     return "; ".join(parts) + "."
 
 
@@ -701,6 +779,7 @@ def rich_table(runs: Sequence[Run], title: str | None = None):
         "parameters",
         "test ELBO",
         "test NLL ± se",
+        "Δ NLL ± paired se",
         "k",
         "KL",
         "train time",
@@ -741,7 +820,8 @@ CSV_COLUMNS = [
     "test_elbo", "test_nll", "test_nll_se", "test_kl", "test_elbo_se", "k", "source",
     "metrics_test_elbo", "metrics_test_rec", "metrics_test_kl", "metrics_test_iw_nll",
     "metrics_iw_k", "metrics_val_elbo", "metrics_val_iw_nll", "eval_iw_nll", "eval_iw_nll_se",
-    "eval_elbo", "eval_elbo_se", "eval_kl", "eval_k", "eval_json", "overrides", "path",
+    "eval_elbo", "eval_elbo_se", "eval_kl", "eval_k", "delta_nll", "delta_nll_se", "baseline",
+    "eval_json", "overrides", "path",
 ]  # fmt: skip
 
 
@@ -761,7 +841,9 @@ def csv_row(run: Run) -> dict[str, Any]:
         "metrics_val_iw_nll": m.get("val/iw_nll"), "eval_iw_nll": e.get("eval/iw_nll"),
         "eval_iw_nll_se": e.get("eval/iw_nll_se"), "eval_elbo": e.get("eval/elbo"),
         "eval_elbo_se": e.get("eval/elbo_se"), "eval_kl": e.get("eval/kl"), "eval_k": e.get("k"),
-        "eval_json": str(run.eval_path or ""), "overrides": " ".join(run.overrides), "path": str(run.path),
+        "delta_nll": run.delta[0] if run.delta else None, "delta_nll_se": run.delta[1] if run.delta else None,
+        "baseline": run.baseline, "eval_json": str(run.eval_path or ""), "overrides": " ".join(run.overrides),
+        "path": str(run.path),
     }  # fmt: skip
     return {k: ("" if v is None else v) for k, v in row.items()}
 
@@ -781,7 +863,7 @@ def _markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     def cell(text: str) -> str:
         return str(text).replace("|", "\\|")
 
-    right = {"depth", "seed", "epochs", "parameters", "test ELBO", "test NLL ± se", "k", "KL",
+    right = {"depth", "seed", "epochs", "parameters", "test ELBO", "test NLL ± se", "Δ NLL ± paired se", "k", "KL",
              "train time", "images/s", "runs", "test NLL", "test -ELBO", "-ELBO - NLL", "s/epoch"}  # fmt: skip
     lines = ["| " + " | ".join(cell(h) for h in header) + " |"]
     lines.append("| " + " | ".join("---:" if h in right else "---" for h in header) + " |")

@@ -42,6 +42,12 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-plots", action="store_true", help="write the CSV and Markdown only")
     p.add_argument(
+        "--baseline",
+        metavar="RUN",
+        help="the run (name or label) that Δ NLL is against (default: the first mean_field run "
+        "with a vaeflow eval of the test split)",
+    )
+    p.add_argument(
         "--no-samples",
         action="store_true",
         help="skip samples.png (it loads every finished run's best checkpoint and dataset)",
@@ -49,7 +55,13 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def report(dirs: list[str], out: str | None = None, plots: bool = True, samples: bool = True) -> int:
+def report(
+    dirs: list[str],
+    out: str | None = None,
+    plots: bool = True,
+    samples: bool = True,
+    baseline: str | None = None,
+) -> int:
     r"""Runs the command; returns its exit status."""
     from rich.console import Console
 
@@ -57,7 +69,7 @@ def report(dirs: list[str], out: str | None = None, plots: bool = True, samples:
     if missing:
         print(f"error: {missing[0]}: no such directory; give a sweep or run directory", file=sys.stderr)
         return 2
-    runs, sweeps = collect(dirs)
+    runs, sweeps = collect(dirs, baseline=baseline)
     if not runs:
         print(
             f"error: no vaeflow train runs under {', '.join(dirs)} (a run directory holds .hydra/config.yaml)",
@@ -87,6 +99,8 @@ def report(dirs: list[str], out: str | None = None, plots: bool = True, samples:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(sys.argv[1:] if argv is None else argv)
-    code = report(args.dirs, args.out, plots=not args.no_plots, samples=not args.no_samples)
+    code = report(
+        args.dirs, args.out, plots=not args.no_plots, samples=not args.no_samples, baseline=args.baseline
+    )
     if code:
         sys.exit(code)
