@@ -1,0 +1,365 @@
+r"""``vaeflow eval``'s work: :func:`evaluate` checks the config, loads a trained run, computes
+the IW-NLL (and optionally the inference gaps) of a split, and writes ``eval.json``,
+``per_example.pt`` and ``tb/`` with a table of the results in the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import resource
+import time
+from collections.abc import Mapping, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+
+from vaeflow.data import binarize_fixed
+from vaeflow.errors import ConfigError, DataError
+from vaeflow.evaluate.estimator import (
+    _stream_seed,
+    importance_weighted,
+    keep_freed_memory,
+    mean_se,
+    pairs_per_chunk,
+    plan_chunks,
+)
+from vaeflow.evaluate.gaps import inference_gaps
+from vaeflow.evaluate.runs import CHECKPOINTS, load_trained, resolve_run
+from vaeflow.progress import TaskProgress, progress_mode
+from vaeflow.train import resolve_device, write_json_atomic
+
+__all__ = ["SPLITS", "evaluate"]
+
+log = logging.getLogger("vaeflow")
+
+SPLITS = ("test", "val", "train")
+
+
+def _seeded_ids(n: int, limit: int | None, seed: int) -> Tensor:
+    if not limit or limit >= n:
+        return torch.arange(n)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(_stream_seed(seed, 3)))
+    return perm[: int(limit)].sort().values
+
+
+def _check(cfg: DictConfig) -> None:
+    k, limit, split = cfg.k, cfg.get("limit"), cfg.split
+    checks = [
+        (isinstance(k, int) and k >= 1, f"k={k}: the importance-weighted estimate needs k >= 1 samples"),
+        (split in SPLITS, f"split={split}: use test, val or train"),
+        (cfg.checkpoint in CHECKPOINTS, f"checkpoint={cfg.checkpoint}: use best or last"),
+        (limit is None or (isinstance(limit, int) and limit >= 0), f"limit={limit}: use null or >= 1"),
+        (cfg.memory_mb > 0, f"memory_mb={cfg.memory_mb}: the memory budget must be > 0"),
+        (cfg.get("batch_size") is None or cfg.batch_size >= 1, f"batch_size={cfg.batch_size}: null or >= 1"),
+        (cfg.get("threads") is None or cfg.threads >= 1, f"threads={cfg.get('threads')}: use null or >= 1"),
+        (cfg.progress in ("auto", "rich", "plain"), f"progress={cfg.progress}: use auto, rich or plain"),
+    ]
+    gaps = _gaps_config(cfg)
+    if gaps["enabled"]:
+        checks += [
+            (gaps["n"] >= 1, f"gaps.n={gaps['n']}: use >= 1 examples"),
+            (gaps["k"] is None or gaps["k"] >= 1, f"gaps.k={gaps['k']}: use null or >= 1"),
+            (gaps["steps"] >= 0, f"gaps.steps={gaps['steps']}: use >= 0"),
+            (gaps["lr"] > 0, f"gaps.lr={gaps['lr']}: must be > 0"),
+            (gaps["samples"] >= 1, f"gaps.samples={gaps['samples']}: use >= 1"),
+            (gaps["flow_depth"] >= 0, f"gaps.flow_depth={gaps['flow_depth']}: use >= 0"),
+        ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+def _gaps_config(cfg: DictConfig) -> dict[str, Any]:
+    r"""``cfg.gaps`` over the defaults of the packaged ``conf/eval.yaml``; a bare boolean
+    (``gaps=true`` given straight to Hydra replaces the group) switches them on or off."""
+    defaults = OmegaConf.load(resources.files("vaeflow.conf").joinpath("eval.yaml")).gaps
+    gaps = cfg.get("gaps")
+    if isinstance(gaps, DictConfig):
+        return {**OmegaConf.to_container(defaults), **OmegaConf.to_container(gaps, resolve=True)}
+    return {**OmegaConf.to_container(defaults), "enabled": bool(gaps)}
+
+
+def _table(rows: Sequence[tuple[str, str, str]], header: tuple[str, str, str]) -> str:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(3)]
+    lines = [f"{header[0]:<{widths[0]}}  {header[1]:>{widths[1]}}  {header[2]:>{widths[2]}}"]
+    lines.append("-" * len(lines[0]))
+    lines += [f"{a:<{widths[0]}}  {b:>{widths[1]}}  {c:>{widths[2]}}" for a, b, c in rows]
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def _peak_memory_mb(device: torch.device) -> dict[str, float]:
+    peak = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if device.type == "cuda":
+        peak["peak_cuda_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return peak
+
+
+def evaluate(cfg: DictConfig, out_dir: str | Path, *, multirun: bool = False) -> dict[str, Any]:
+    r"""Evaluates a trained run (``conf/eval.yaml``) and writes ``eval.json``,
+    ``per_example.pt`` and ``tb/`` under ``out_dir``.
+
+    Loads the checkpoint with ``weights_only=True`` and the config saved in it, rebuilds
+    the model, and computes the k-sample importance-weighted NLL of every example of the
+    split (or of a seeded random subset of ``limit`` examples), the ELBO and KL on the
+    same samples and bits/dim; with ``gaps.enabled`` also the inference gaps on a seeded
+    subset of ``gaps.n`` of those examples.
+
+    Arguments:
+        cfg: the composed config (``conf/eval.yaml``).
+        out_dir: this evaluation's directory (``<run>/eval/<time>_<split>_k<k>``).
+        multirun: whether this is one job of a sweep (plain progress lines).
+
+    Returns:
+        What ``eval.json`` holds.
+    """
+    wall_start = time.perf_counter()
+    out_dir = Path(out_dir)
+    _check(cfg)
+    ckpt_path, run_dir = resolve_run(cfg.run, str(cfg.checkpoint))
+    if out_dir.resolve() == run_dir or (out_dir / "checkpoints").exists():
+        raise ConfigError(f"eval output dir {out_dir} is a training run; write evaluations under <run>/eval/")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
+    device = resolve_device(str(cfg.device))
+    if device.type == "cpu":
+        keep_freed_memory()
+    mode = progress_mode(str(cfg.progress), multirun, key="progress")
+    k, seed = int(cfg.k), int(cfg.seed)
+
+    try:
+        trained = load_trained(ckpt_path, dataset_root=cfg.get("dataset_root"), device=device)
+    except DataError as e:
+        raise DataError(f"{e} (vaeflow eval: point dataset_root=<dir> at the data)") from None
+    model, data, train_cfg, dataset_cfg = trained.model, trained.data, trained.config, trained.dataset
+
+    split = data[str(cfg.split)]
+    ids = _seeded_ids(len(split), cfg.get("limit"), seed)
+    images = split.images[ids]
+    if split.dynamic:  # evaluation needs fixed bits: binarize a dynamic split once, seeded
+        images = binarize_fixed(images, seed)
+    n = images.shape[0]
+    dims = math.prod(data.shape)
+    max_pairs, per_pair = pairs_per_chunk(model, images[:1], float(cfg.memory_mb))
+    examples, samples = plan_chunks(k, n, max_pairs, cfg.get("batch_size"))
+    log.info(
+        "vaeflow eval: %s (epoch %s), %s %s split: %d examples, k=%d, seed %d; device %s, %d threads; "
+        "chunks of %d examples x %d samples (%.0f KiB per pair, budget %s MiB); output %s",
+        ckpt_path,
+        trained.epoch,
+        dataset_cfg.name,
+        cfg.split,
+        n,
+        k,
+        seed,
+        device,
+        torch.get_num_threads(),
+        examples,
+        samples,
+        per_pair / 1024,
+        cfg.memory_mb,
+        out_dir,
+    )
+
+    iw_start = time.perf_counter()
+    with TaskProgress(mode, n * k, f"IW-NLL k={k}") as bar:
+
+        def progress(done: int, examples_done: int) -> None:
+            rate = done / max(time.perf_counter() - iw_start, 1e-9)
+            bar.update(done, f"{examples_done:,}/{n:,} examples  {rate:,.0f} samples/s")
+
+        est = importance_weighted(
+            model,
+            images,
+            k,
+            seed=seed,
+            ids=ids.tolist(),
+            max_pairs=max_pairs,
+            batch_size=cfg.get("batch_size"),
+            progress=progress,
+        )
+    iw_time = time.perf_counter() - iw_start
+
+    nll = -est.log_px
+    finite = torch.isfinite(nll)
+    if not finite.all():
+        log.warning(
+            "%d of %d examples have a non-finite estimate; they are left out of the means",
+            int((~finite).sum()),
+            n,
+        )
+    nll_mean, nll_se = mean_se(nll)
+    elbo_mean, elbo_se = mean_se(est.elbo)
+    rec_mean, _ = mean_se(est.rec)
+    kl_mean, kl_se = mean_se(est.kl)
+    gap_mean, gap_se = mean_se(est.log_px - est.elbo)
+    bpd = nll_mean / (dims * math.log(2))
+    result: dict[str, Any] = {
+        "eval/iw_nll": nll_mean,
+        "eval/iw_nll_se": nll_se,
+        "eval/elbo": elbo_mean,
+        "eval/elbo_se": elbo_se,
+        "eval/rec": rec_mean,
+        "eval/kl": kl_mean,
+        "eval/kl_se": kl_se,
+        "eval/iw_gain": gap_mean,
+        "eval/iw_gain_se": gap_se,
+        "eval/bits_per_dim": bpd,
+        "eval/mc_se_mean": float(est.mc_se[finite].mean()) if finite.any() else math.nan,
+        "eval/mc_se_max": float(est.mc_se[finite].max()) if finite.any() else math.nan,
+        "eval/ess_median": float(est.ess.median()),
+        "eval/examples_per_s": n / iw_time,
+        "eval/samples_per_s": n * k / iw_time,
+        "eval/time_s": iw_time,
+        "run": str(run_dir),
+        "checkpoint": str(ckpt_path),
+        "checkpoint_epoch": trained.epoch,
+        "checkpoint_step": trained.step,
+        "dataset": str(dataset_cfg.name),
+        "posterior": str(train_cfg.posterior.name),
+        "latent_dim": int(train_cfg.model.latent_dim),
+        "split": str(cfg.split),
+        "examples": n,
+        "nonfinite": int((~finite).sum()),
+        "limit": cfg.get("limit"),
+        "k": k,
+        "seed": seed,
+        "dims": dims,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "chunk": {
+            "examples": examples,
+            "samples": samples,
+            "bytes_per_pair": per_pair,
+            "max_pairs": max_pairs,
+            "memory_mb": cfg.memory_mb,
+        },
+    }
+    rows = [
+        (f"IW-NLL, k={k} (nats)", _fmt(nll_mean), _fmt(nll_se)),
+        ("-ELBO (nats)", _fmt(-elbo_mean), _fmt(elbo_se)),
+        ("  reconstruction -E[log p(x|z)]", _fmt(-rec_mean), ""),
+        ("  KL(q(z|x) || p(z))", _fmt(kl_mean), _fmt(kl_se)),
+        ("IW gain  log p(x) - ELBO", _fmt(gap_mean), _fmt(gap_se)),
+        ("bits/dim (IW-NLL)", _fmt(bpd, 4), _fmt(nll_se / (dims * math.log(2)), 4)),
+        ("Monte Carlo se per example (mean)", _fmt(result["eval/mc_se_mean"], 4), ""),
+        ("effective samples (median of k)", _fmt(result["eval/ess_median"], 1), ""),
+    ]
+
+    gaps_cfg = _gaps_config(cfg)
+    if gaps_cfg["enabled"]:
+        gaps_start = time.perf_counter()
+        gn = min(int(gaps_cfg["n"]), n)
+        pick = (
+            torch.randperm(n, generator=torch.Generator().manual_seed(_stream_seed(seed, 4)))[:gn]
+            .sort()
+            .values
+        )
+        gk = int(gaps_cfg["k"] or k)
+        log.info(
+            "inference gaps: %d examples, local posteriors (same family; + affine and %d planar steps) "
+            "by %d Adam steps (lr %g, %d samples), log p(x) by IW with k=%d",
+            gn,
+            gaps_cfg["flow_depth"],
+            gaps_cfg["steps"],
+            gaps_cfg["lr"],
+            gaps_cfg["samples"],
+            gk,
+        )
+        with TaskProgress(mode, 3 + 2 * int(gaps_cfg["steps"]), "inference gaps") as bar:
+            gaps = inference_gaps(
+                model,
+                images[pick],
+                k=gk,
+                seed=seed,
+                ids=ids[pick].tolist(),
+                steps=int(gaps_cfg["steps"]),
+                lr=float(gaps_cfg["lr"]),
+                samples=int(gaps_cfg["samples"]),
+                flow_depth=int(gaps_cfg["flow_depth"]),
+                memory_mb=float(cfg.memory_mb),
+                amortized=est.select(pick) if gk == k else None,
+                progress=lambda phase, done, total: bar.update(done, phase),
+            )
+        gaps["time_s"] = time.perf_counter() - gaps_start
+        per_example_gaps = gaps.pop("per_example")
+        result["gaps"] = gaps
+        names = {
+            "log_px": f"log p(x) (most precise IW estimate, k={gk})",
+            "elbo_amortized": "ELBO, amortized q",
+            "elbo_local_same": "ELBO, local q* (same family)",
+            "elbo_local_flexible": "ELBO, local q* (flexible)",
+            "inference": "inference gap  log p(x) - L[q]",
+            "approximation": "approximation gap  log p(x) - L[q*]",
+            "amortization": "amortization gap  L[q*] - L[q]",
+            "approximation_same": "  same family: approximation",
+            "amortization_same": "  same family: amortization",
+        }
+        gap_rows = [(names[key], _fmt(v["mean"]), _fmt(v["se"])) for key, v in gaps["rows"].items()]
+        for key in ("approximation", "amortization", "inference"):
+            result[f"eval/gaps/{key}"] = gaps["rows"][key]["mean"]
+            result[f"eval/gaps/{key}_se"] = gaps["rows"][key]["se"]
+    result.update(_peak_memory_mb(device))
+    result["total_time_s"] = time.perf_counter() - wall_start
+
+    torch.save(
+        {
+            "ids": ids,
+            "log_px": est.log_px,
+            "elbo": est.elbo,
+            "rec": est.rec,
+            "kl": est.kl,
+            "ess": est.ess,
+            "k": k,
+            "seed": seed,
+            "split": str(cfg.split),
+            **(
+                {"gaps": {key: torch.tensor(v) for key, v in per_example_gaps.items()}}
+                if gaps_cfg["enabled"]
+                else {}
+            ),
+        },
+        out_dir / "per_example.pt",
+    )
+    _write_tensorboard(out_dir, result, int(trained.epoch or 0))
+    write_json_atomic(result, out_dir / "eval.json")
+
+    header = f"{dataset_cfg.name} {cfg.split}, {n:,} examples, {ckpt_path.name} (epoch {trained.epoch})"
+    log.info("%s\n%s", header, _table(rows, ("", "mean", "se")))
+    if gaps_cfg["enabled"]:
+        log.info(
+            "inference gaps (Cremer et al. 2018), %d examples, nats\n%s",
+            result["gaps"]["n"],
+            _table(gap_rows, ("", "mean", "se")),
+        )
+    log.info(
+        "%.1f examples/s, %s samples/s; IW %.1fs, total %.1fs; peak memory %.0f MiB; wrote %s",
+        result["eval/examples_per_s"],
+        f"{result['eval/samples_per_s']:,.0f}",
+        iw_time,
+        result["total_time_s"],
+        result["peak_rss_mb"],
+        out_dir / "eval.json",
+    )
+    return result
+
+
+def _write_tensorboard(out_dir: Path, result: Mapping[str, Any], step: int) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(out_dir / "tb"))
+    try:
+        for key, value in result.items():
+            if key.startswith("eval/") and isinstance(value, (int, float)) and math.isfinite(value):
+                writer.add_scalar(key, value, step)
+    finally:
+        writer.close()
