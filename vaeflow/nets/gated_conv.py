@@ -22,72 +22,46 @@ References:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from vaeflow.errors import ConfigError
 
-__all__ = ["GatedConv2d", "GatedConvTranspose2d", "GatedConvEncoder", "GatedConvDecoder"]
+__all__ = ["Gated", "GatedConv2d", "GatedConvTranspose2d", "GatedConvEncoder", "GatedConvDecoder"]
 
 #: Image sizes ``(H, W)`` the layer stacks fit, and the kernel of the layer between the
 #: ``H/4 x W/4`` maps and the ``1x1`` map (the reference code's ``last_kernel_size``).
 LAST_KERNEL: dict[tuple[int, int], tuple[int, int]] = {(28, 28): (7, 7), (28, 20): (7, 5)}
 
 
-class GatedConv2d(nn.Module):
-    r"""``h(x) * sigmoid(g(x))`` with ``h`` and ``g`` two :class:`torch.nn.Conv2d` of the
-    same shape.
+class Gated(nn.Module):
+    r"""``h(x) * sigmoid(g(x))`` with ``h`` and ``g`` two layers of the same kind and shape
+    (Dauphin et al., 2017), e.g. ``Gated(nn.Conv2d, 32, 64, 5, 1, 2)``.
 
     Arguments:
-        in_channels: input channels.
-        out_channels: output channels.
-        kernel_size, stride, padding: as for :class:`torch.nn.Conv2d`.
+        layer: the layer class (:class:`torch.nn.Conv2d`, :class:`torch.nn.ConvTranspose2d`).
+        *args, **kwargs: its arguments (channels, kernel size, stride, padding, ...).
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int | tuple[int, int],
-        stride: int = 1,
-        padding: int = 0,
-    ) -> None:
+    def __init__(self, layer: Callable[..., nn.Module], *args: Any, **kwargs: Any) -> None:
         super().__init__()
-        self.h = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding)
-        self.g = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding)
+        self.h, self.g = layer(*args, **kwargs), layer(*args, **kwargs)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.h(x) * torch.sigmoid(self.g(x))
 
 
-class GatedConvTranspose2d(nn.Module):
-    r"""``h(x) * sigmoid(g(x))`` with ``h`` and ``g`` two :class:`torch.nn.ConvTranspose2d`
-    of the same shape.
+def GatedConv2d(*args: Any, **kwargs: Any) -> Gated:
+    r"""A gated :class:`torch.nn.Conv2d` (:class:`Gated`), same arguments."""
+    return Gated(nn.Conv2d, *args, **kwargs)
 
-    Arguments:
-        in_channels: input channels.
-        out_channels: output channels.
-        kernel_size, stride, padding, output_padding: as for
-            :class:`torch.nn.ConvTranspose2d`.
-    """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int | tuple[int, int],
-        stride: int = 1,
-        padding: int = 0,
-        output_padding: int = 0,
-    ) -> None:
-        super().__init__()
-        self.h = nn.ConvTranspose2d(in_channels, out_channels, kernel_size, stride, padding, output_padding)
-        self.g = nn.ConvTranspose2d(in_channels, out_channels, kernel_size, stride, padding, output_padding)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.h(x) * torch.sigmoid(self.g(x))
+def GatedConvTranspose2d(*args: Any, **kwargs: Any) -> Gated:
+    r"""A gated :class:`torch.nn.ConvTranspose2d` (:class:`Gated`), same arguments."""
+    return Gated(nn.ConvTranspose2d, *args, **kwargs)
 
 
 def _last_kernel(shape: Sequence[int], group: str) -> tuple[int, int]:
