@@ -382,3 +382,19 @@ def _delta_text(run) -> str:
     from vaeflow.report import _delta
 
     return _delta(run)
+
+
+def test_how_a_run_was_started_is_not_a_setting(tmp_path: Path):
+    from vaeflow.report import Run
+    from vaeflow.report.runs import settings_of
+
+    def run(name: str, config: dict) -> Run:
+        return Run(path=tmp_path / name, name=name, status="completed", family="iaf", depth=4, seed=0,
+                   dataset="binarized_mnist", config=config)  # fmt: skip
+
+    runs = [
+        run("a", {"eval": True, "trainer.resume": None, "model.latent_dim": 40}),
+        run("b", {"trainer.resume": "auto", "model.latent_dim": 40}),
+        run("c", {"trainer.resume": "auto", "model.latent_dim": 8}),
+    ]
+    assert settings_of(runs) == ["model.latent_dim=40", "model.latent_dim=40", "model.latent_dim=8"]

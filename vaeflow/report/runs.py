@@ -51,6 +51,8 @@ FAMILY_ORDER = (
 #: config keys that never make two runs different settings
 IGNORED_KEYS = (
     "seed",
+    "eval",  # +eval=true: whether the job also evaluated itself
+    "trainer.resume",  # how a run was started, not what it trains
     "trainer.threads",
     "trainer.device",
     "trainer.progress",
