@@ -498,10 +498,15 @@ def paired_deltas(runs: Sequence[Run], baseline: str | None = None) -> Run | Non
         chosen = [r for r in evaluated if baseline in (r.name, r.label)]
     else:
         chosen = [r for r in evaluated if r.family == "mean_field"]
-    base = next((r for r in chosen if _per_example_nll(r) is not None), None)
-    if base is None:
+    base, figures = None, None
+    for candidate in chosen:
+        figures = _per_example_nll(candidate)
+        if figures is not None:
+            base = candidate
+            break
+    if base is None or figures is None:
         return None
-    base_ids, base_nll = _per_example_nll(base)
+    base_ids, base_nll = figures
     for run in evaluated:
         if run.dataset != base.dataset:
             continue
