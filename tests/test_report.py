@@ -379,7 +379,7 @@ def test_paired_deltas_use_the_per_image_differences(tmp_path: Path):
 
 
 def _delta_text(run) -> str:
-    from vaeflow.report import _delta
+    from vaeflow.report.tables import _delta
 
     return _delta(run)
 

@@ -35,7 +35,6 @@ from vaeflow.report.runs import (
     summarize,
 )
 from vaeflow.report.samples import plot_samples, sample_images
-from vaeflow.report.tables import _delta as _delta  # re-exported: tests read the Δ NLL cell
 from vaeflow.report.tables import (
     notes,
     rich_table,
