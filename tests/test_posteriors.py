@@ -79,7 +79,12 @@ def build(
     cfg = {**FAMILIES[case], **options}
     if depth is not None:
         cfg["depth"] = depth
-    return POSTERIORS.build(cfg, latent_dim=latent_dim, feature_dim=F).double()
+    q = POSTERIORS.build(cfg, latent_dim=latent_dim, feature_dim=F).double()
+    with torch.no_grad():  # a head that starts at zero (full_cov's off-diagonal) must be tested non-zero
+        for p in q.parameters():
+            if not p.any():
+                p.normal_(0.0, 0.3)
+    return q
 
 
 def randn(*shape: int, scale: float = 1.0) -> Tensor:
@@ -421,6 +426,14 @@ def fit_to_target(case: str, steps: int = 500, samples: int = 128, final_samples
     with torch.no_grad():
         z, log_q = q(h, final_samples)
         return (log_q - target.log_prob(z)).mean().item()
+
+
+def test_full_cov_starts_at_mean_field():
+    torch.manual_seed(0)
+    q = POSTERIORS.build({"name": "full_cov"}, latent_dim=D, feature_dim=F)
+    h = torch.randn(5, F)
+    _, scale, log_sigma = q.params(h)
+    assert torch.equal(scale, torch.diag_embed(log_sigma.exp()))
 
 
 @pytest.mark.parametrize("case", STRUCTURED)

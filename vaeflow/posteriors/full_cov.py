@@ -1,11 +1,26 @@
 r"""Full-covariance Gaussian posterior with an amortized Cholesky factor.
 
 .. math:: q(z|x) = N\big(z; \mu(h), L(h) L(h)^\top\big), \quad
-    L = \operatorname{diag}(\sigma(h)) + \operatorname{strictly\_lower}(A(h)),
+    L = M \operatorname{diag}(\sigma(h)), \quad M = I + \operatorname{strictly\_lower}(A(h)),
 
-with ``(mu, log sigma)`` and the ``D(D-1)/2`` entries of ``A`` linear maps of the encoder
-features h. ``L`` is lower-triangular with a positive diagonal ``sigma = exp(log sigma)``,
+so that the covariance is ``M diag(sigma^2) M^T`` (an LDL^T factorization), with
+``(mu, log sigma)`` and the ``D(D-1)/2`` entries of ``A`` linear maps of the encoder
+features h. ``L`` is lower-triangular with the positive diagonal ``sigma = exp(log sigma)``,
 so it is always a valid Cholesky factor (invertible): no constraint is needed beyond it.
+This is the "linear IAF" of Kingma et al. (2016), ``z = M (mu' + sigma * eps)``, with the
+mean written directly.
+
+Two choices make it train at least as well as the mean-field Gaussian it contains:
+
+* the off-diagonal head starts at zero, so training starts from mean-field;
+* ``A`` multiplies ``sigma``: dimension j's noise enters dimension i as
+  ``A_ij sigma_j eps_j``. With ``L = diag(sigma) + strictly_lower(A)`` instead (the first
+  version), the reparameterization gradients of the 780 entries of ``A`` (for D = 40) are
+  pure noise early in training; with Adam and non-negative (ReLU) features they move
+  ``A`` by random steps of about ``lr * sum(h)`` each, and the noise that ``A`` then adds
+  to every dimension held the encoder at fewer nats: on static binarized MNIST (100
+  epochs, ``experiment=mnist_cpu``) that version reached 94.56 NLL against mean-field's
+  90.14.
 
 .. math:: z = \mu + L \epsilon, \quad \log q(z|x) = \log N(\epsilon; 0, I) - \sum_i \log \sigma_i,
 
@@ -60,13 +75,15 @@ class FullCovariance(Posterior):
         self.register_buffer("rows", rows, persistent=False)
         self.register_buffer("cols", cols, persistent=False)
         self.off_diagonal = nn.Linear(feature_dim, rows.numel())
+        nn.init.zeros_(self.off_diagonal.weight)  # start at the mean-field Gaussian
+        nn.init.zeros_(self.off_diagonal.bias)
 
     def params(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         r"""``mu [B, D]``, the Cholesky factor ``L [B, D, D]`` and ``log diag(L) [B, D]``."""
         mu, log_sigma = self.base.params(h)
-        scale = torch.diag_embed(log_sigma.exp())
-        scale[..., self.rows, self.cols] = self.off_diagonal(h)
-        return mu, scale, log_sigma
+        unit = torch.diag_embed(torch.ones_like(mu))
+        unit[..., self.rows, self.cols] = self.off_diagonal(h)
+        return mu, unit * log_sigma.exp().unsqueeze(-2), log_sigma
 
     def reparameterize(self, h: Tensor, eps: Tensor) -> tuple[Tensor, Tensor]:
         return self._sample(*self.params(h), eps)
