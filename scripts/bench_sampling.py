@@ -1,8 +1,9 @@
 r"""What it costs to draw from q(z|x), against the latent size D: the seed's trade-off made visible.
 
-Families whose sampling direction is autoregressive in z need one network pass per
-dimension: ``autoregressive`` (D MADE passes) and ``maf`` (D passes per step), so their time
-to draw a batch grows linearly with D. ``iaf`` (one MADE pass per step, the density is the
+Families whose sampling direction is autoregressive in z need D sequential steps:
+``autoregressive`` (one MADE) and ``maf`` (one MADE per step). :meth:`MADE.solve` makes the D
+steps cost one MADE pass of FLOPs together, but they are still D small dependent steps, so
+their time to draw a batch grows linearly with D. ``iaf`` (one MADE pass per step, the density is the
 sequential direction), ``realnvp`` (one coupling pass per step) and ``planar`` (a few
 vector operations per step) draw a batch in a time that hardly depends on D. The density
 of a given z is the mirror image (``maf`` in one pass, ``iaf`` in D).

@@ -29,8 +29,11 @@ declare -A ROWS=(
   [sylvester_o4]="posterior=sylvester posterior.depth=4"
   [sylvester_h4]="posterior=sylvester posterior.depth=4 posterior.variant=householder"
   [sylvester_t4]="posterior=sylvester posterior.depth=4 posterior.variant=triangular"
+  [autoregressive]="posterior=autoregressive"
+  [maf4]="posterior=maf posterior.depth=4"
 )
-ORDER=(mean_field planar4 sylvester_o4 iaf4 householder4 radial4 full_cov realnvp4 sylvester_h4 sylvester_t4)
+ORDER=(mean_field planar4 sylvester_o4 iaf4 householder4 radial4 full_cov realnvp4 sylvester_h4 sylvester_t4
+  autoregressive maf4)
 
 if [ ! -f "$DATA/binarized_mnist_test.amat" ]; then
   echo "error: no binarized_mnist_test.amat in $DATA; give the directory of the three .amat files" >&2

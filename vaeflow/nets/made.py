@@ -13,9 +13,14 @@ degree 0 see only the context, so that every output, the first in the order incl
 depends on x (as the context inputs of Kingma et al. 2016 require).
 
 Inverting such a map, or sampling from the distribution it defines, is sequential:
-:func:`autoregressive_solve` solves ``x = g(x)`` for any ``g`` whose output ``i`` depends
-only on the dimensions of ``x`` before ``i`` in some order, in ``D`` parallel passes. IAF's
-inverse, MAF's sampling direction and the autoregressive posterior's sampling all use it.
+dimension ``order[t]`` can only be computed once the ``t`` before it are known.
+:meth:`MADE.solve` does it in ``D`` steps at the cost of one network pass, not ``D``:
+hidden units are grouped by degree, and step ``t`` computes only the units of degree
+``t`` (each layer's new units read the previous layer's units of degree ``<= t``, all
+known by then) and the outputs of the dimension of degree ``t + 1``. Re-running the
+whole network ``D`` times, the textbook way, costs ``D`` times as many FLOPs (40x for
+latent 40). IAF's inverse, MAF's sampling direction and the autoregressive posterior's
+sampling all use it.
 
 References:
     | MADE: Masked Autoencoder for Distribution Estimation (Germain et al., 2015)
@@ -27,6 +32,7 @@ References:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +41,7 @@ from torch import Tensor, nn
 from vaeflow.errors import ConfigError
 from vaeflow.nets.mlp import check_widths, make_activation
 
-__all__ = ["MaskedLinear", "MADE", "order_for_step", "autoregressive_solve"]
+__all__ = ["MaskedLinear", "MADE", "order_for_step"]
 
 
 class MaskedLinear(nn.Linear):
@@ -113,59 +119,106 @@ class MADE(nn.Module):
         )
         self.output = MaskedLinear(degree_out[:, None] > degrees[-1][None, :])
         self.act = make_activation(activation)
+        self._units = [_Units.of(d, latent_dim) for d in degrees[1:]]  # for solve()
 
-    def project_context(self, h: Tensor | None) -> Tensor | None:
-        r"""The context's contribution to the first hidden layer, ``V h [B, H]`` (``None``
-        without a context). Sequential solvers compute it once and pass it to every pass."""
-        return None if self.context is None else self.context(h)
-
-    def forward(
-        self, z: Tensor, h: Tensor | None = None, *, context: Tensor | None = None
-    ) -> tuple[Tensor, ...]:
-        r"""The ``n_outputs`` tensors ``[..., D]`` at ``z``, given the features ``h`` or
-        their projection ``context`` (from :meth:`project_context`)."""
+    def forward(self, z: Tensor, h: Tensor | None = None) -> tuple[Tensor, ...]:
+        r"""The ``n_outputs`` tensors ``[..., D]`` at ``z``, given the features ``h``."""
         a = self.input(z)
         if self.context is not None:
-            a = a + (self.context(h) if context is None else context)
+            a = a + self.context(h)
         a = self.act(a)
         for layer in self.hidden:
             a = self.act(layer(a))
         out = self.output(a)
         return out.unflatten(-1, (self.n_outputs, self.latent_dim)).unbind(-2)
 
+    def solve(
+        self, solve_dim: Callable[[tuple[Tensor, ...], int], Tensor], h: Tensor | None, like: Tensor
+    ) -> tuple[Tensor, tuple[Tensor, ...]]:
+        r"""Solves ``x_d = f_d(MADE(x, h)_d)`` for every dimension d, in the MADE's order.
 
-def autoregressive_solve(
-    update: Callable[[Tensor], tuple[Tensor, Tensor]], like: Tensor, passes: int
-) -> tuple[Tensor, Tensor]:
-    r"""Solves ``x = g(x)`` for an autoregressive ``g``, in ``passes`` parallel passes.
+        Since output ``d`` depends only on the dimensions before ``d`` in the order, the
+        solution is computed one dimension at a time: at step ``t`` (dimension
+        ``d = order[t]``) the hidden units of degree ``t`` are computed from what is
+        known, then the ``n_outputs`` values of output ``d``, then ``x_d = solve_dim(outs,
+        d)``. The whole solve costs one network pass in FLOPs (in ``D`` small pieces), and
+        autograd through it gives the exact derivatives of the solution.
 
-    Output ``i`` of ``g`` may depend only on the dimensions of ``x`` that come before
-    ``i`` in some order (a MADE's). Starting from ``x = 0``, after pass ``k`` the first
-    ``k`` dimensions in that order are exact, so ``passes = D`` gives the exact solution.
-    Since each exact dimension stays the same function of the inputs in every later pass,
-    autograd through the passes gives the exact derivatives of the solution too.
+        Arguments:
+            solve_dim: ``(outs, d) -> x_d``, with ``outs`` the ``n_outputs`` tensors
+                ``[...]`` of output ``d``; e.g. ``mu + sigma * u[..., d]`` for sampling.
+            h: the context ``[B, F]`` (``None`` without one); it broadcasts over leading
+                sample dimensions of ``like``.
+            like: a tensor of the shape, dtype and device of ``x`` (``[..., D]``).
 
-    Arguments:
-        update: ``x -> (g(x), aux)``, with ``aux`` any autoregressive by-product of the
-            pass (the log-scales, say). The last pass computes it at the exact solution,
-            so no extra network evaluation is needed.
-        like: a tensor of the shape, dtype and device of ``x`` (``[..., D]``).
-        passes: the number of passes, ``D`` for an exact solution.
+        Returns:
+            The solution ``x [..., D]`` and the ``n_outputs`` tensors ``[..., D]`` of the
+            MADE at it (what ``self(x, h)`` would return).
 
-    Returns:
-        The solution ``x`` and the ``aux`` of the last pass.
+        Example:
+            >>> import torch
+            >>> made = MADE(3, 2, [8], 2, torch.tensor([2, 0, 1]))
+            >>> u, h = torch.randn(4, 3), torch.randn(4, 2)
+            >>> x, (mu, s) = made.solve(lambda o, d: o[0] + o[1].exp() * u[..., d], h, u)
+            >>> mu2, s2 = made(x, h)
+            >>> torch.allclose(x, mu2 + s2.exp() * u, atol=1e-6)
+            True
+        """
+        batch, units = like.shape[:-1], self._units
+        layers = (self.input, *self.hidden, self.output)
+        weights = [layer.weight * layer.mask for layer in layers]
+        biases = [layer.bias for layer in layers]
+        # Hidden units sorted by degree, so that "degree <= t" is a prefix of each layer.
+        weights[0] = weights[0][units[0].index][:, self.order]
+        for i in range(1, len(units)):
+            weights[i] = weights[i][units[i].index][:, units[i - 1].index]
+        weights[-1] = weights[-1][:, units[-1].index]
+        for i in range(len(units)):
+            biases[i] = biases[i][units[i].index]
+        first = biases[0]
+        if self.context is not None:
+            first = first + self.context(h)[..., units[0].index]
+        first = first.expand(*batch, first.shape[-1])
 
-    Example:
-        >>> import torch
-        >>> y = torch.tensor([1.0, 2.0, 3.0])
-        >>> def update(x):  # x_i = y_i + 0.5 * x_{i-1}
-        ...     return y + 0.5 * torch.cat([x.new_zeros(1), x[:-1]]), x.new_zeros(())
-        >>> autoregressive_solve(update, y, 3)[0]
-        tensor([1.0000, 2.5000, 4.2500])
-    """
-    if passes < 1:
-        raise ValueError(f"autoregressive_solve needs at least one pass, got {passes}")
-    x = torch.zeros_like(like)
-    for _ in range(passes):
-        x, aux = update(x)
-    return x, aux
+        xs: list[Tensor] = []  # x in the MADE's order
+        acts: list[Tensor | None] = [None] * len(units)  # each layer's units of degree <= t
+        outs: list[Tensor] = []
+        orders = self.order.tolist()
+        for t, d in enumerate(orders):
+            for i, layer_units in enumerate(units):
+                lo, hi = layer_units.bounds[t], layer_units.bounds[t + 1]
+                if hi > lo:
+                    if i == 0:
+                        pre = first[..., lo:hi]
+                        if t:
+                            pre = pre + F.linear(torch.stack(xs, -1), weights[0][lo:hi, :t])
+                    else:
+                        known = units[i - 1].bounds[t + 1]
+                        pre = F.linear(acts[i - 1], weights[i][lo:hi, :known], biases[i][lo:hi])
+                    new = self.act(pre)
+                    acts[i] = new if acts[i] is None else torch.cat([acts[i], new], -1)
+            # Output d reads the last layer's units of degree <= t (degree 0 always exists).
+            last = acts[-1]
+            assert last is not None
+            rows = [d + k * self.latent_dim for k in range(self.n_outputs)]
+            out = F.linear(last, weights[-1][rows, : last.shape[-1]], biases[-1][rows])
+            outs.append(out)
+            xs.append(solve_dim(out.unbind(-1), d))
+        inverse = torch.argsort(self.order)
+        x = torch.stack(xs, -1)[..., inverse]
+        values = torch.stack(outs, -1)[..., inverse]  # [..., n_outputs, D]
+        return x, values.unbind(-2)
+
+
+@dataclass(frozen=True)
+class _Units:
+    r"""A hidden layer's units sorted by degree, and where each degree's block ends."""
+
+    index: Tensor  # the layer's units sorted by degree (stable)
+    bounds: list[int]  # units[bounds[t]:bounds[t + 1]] have degree t
+
+    @classmethod
+    def of(cls, degrees: Tensor, latent_dim: int) -> _Units:
+        index = torch.argsort(degrees, stable=True)
+        counts = torch.bincount(degrees, minlength=latent_dim)
+        return cls(index, [0, *torch.cumsum(counts, 0).tolist()])

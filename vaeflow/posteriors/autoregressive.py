@@ -12,7 +12,8 @@ of ``eps ~ N(0, I)``,
 
 a map whose Jacobian is triangular in the order ``o`` with diagonal ``sigma > 0``, hence
 invertible: ``eps = (z - mu(z)) / sigma(z)``. The density of a given z takes one MADE
-pass; sampling is exactly sequential, D passes (:func:`~vaeflow.nets.made.autoregressive_solve`).
+pass; sampling is exactly sequential, one dimension at a time (:meth:`~vaeflow.nets.made.MADE.solve`,
+whose D steps together cost one MADE pass).
 The log-scale is soft-clamped into ``(-b, b)`` (``max_log_scale``) for stability.
 
 The same affine autoregressive map, :class:`AffineAutoregressive`, is the step of the
@@ -36,7 +37,7 @@ from torch import Tensor, nn
 
 from vaeflow.errors import ConfigError
 from vaeflow.nets.conditioner import soft_clamp
-from vaeflow.nets.made import MADE, autoregressive_solve
+from vaeflow.nets.made import MADE
 from vaeflow.posteriors.base import Posterior, standard_normal_log_prob
 from vaeflow.posteriors.registry import POSTERIORS
 
@@ -65,7 +66,7 @@ class AffineAutoregressive(nn.Module):
 
     ``mu_i`` and ``sigma_i`` depend on the dimensions of x before ``i`` in ``order`` (and
     on h), so that :meth:`normalize` (``x -> u``) is one pass and :meth:`sample`
-    (``u -> x``) is D passes. Both return ``sum_i log sigma_i``, the log-abs-det of
+    (``u -> x``) is sequential (D steps, one pass of FLOPs). Both return ``sum_i log sigma_i``, the log-abs-det of
     ``u -> x``.
 
     Arguments:
@@ -96,10 +97,9 @@ class AffineAutoregressive(nn.Module):
     def order(self) -> Tensor:
         return self.made.order
 
-    def params(self, x: Tensor, h: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        r"""``mu`` and ``log sigma``, each ``[..., D]``, with ``(mu_i, sigma_i)`` functions of x_<i
-        (``context``: h's projection, if already computed)."""
-        mu, s = self.made(x, h, context=context)
+    def params(self, x: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+        r"""``mu`` and ``log sigma``, each ``[..., D]``, with ``(mu_i, sigma_i)`` functions of x_<i."""
+        mu, s = self.made(x, h)
         return mu, soft_clamp(s, self.max_log_scale)
 
     def normalize(self, x: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
@@ -108,16 +108,14 @@ class AffineAutoregressive(nn.Module):
         return (x - mu) * torch.exp(-log_sigma), log_sigma.sum(-1)
 
     def sample(self, u: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
-        r"""``x = mu(x) + sigma(x) * u``, exactly, in D passes, and ``sum log sigma`` ``[...]``.
-        The projection of h is computed once, not in every pass."""
-        context = self.made.project_context(h)
+        r"""``x = mu(x) + sigma(x) * u``, exactly, one dimension at a time at the cost of one
+        MADE pass (:meth:`~vaeflow.nets.made.MADE.solve`), and ``sum log sigma`` ``[...]``."""
 
-        def update(x: Tensor) -> tuple[Tensor, Tensor]:
-            mu, log_sigma = self.params(x, h, context)
-            return torch.addcmul(mu, log_sigma.exp(), u), log_sigma
+        def solve_dim(outs: tuple[Tensor, ...], d: int) -> Tensor:
+            return torch.addcmul(outs[0], soft_clamp(outs[1], self.max_log_scale).exp(), u[..., d])
 
-        x, log_sigma = autoregressive_solve(update, u, self.latent_dim)
-        return x, log_sigma.sum(-1)
+        x, (_, s) = self.made.solve(solve_dim, h, u)
+        return x, soft_clamp(s, self.max_log_scale).sum(-1)
 
 
 @POSTERIORS.register("autoregressive")

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vaeflow.nets.made import MADE, autoregressive_solve, order_for_step
+from vaeflow.nets.made import MADE, order_for_step
 from vaeflow.posteriors.flows.base import FlowStep, register_flow
 
 __all__ = ["IAFStep"]
@@ -77,13 +77,10 @@ class IAFStep(FlowStep):
         return self.made.order
 
     def inverse(self, y: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
-        # z = (y - (1 - gate) m) / gate with (m, gate) functions of z_<i: D passes.
-        context = self.made.project_context(h)
+        # z_i = (y_i - (1 - gate_i) m_i) / gate_i with (m_i, gate_i) functions of z_<i.
+        def solve_dim(outs: tuple[Tensor, ...], d: int) -> Tensor:
+            m, gate = outs[0], torch.sigmoid(outs[1])
+            return (y[..., d] - (1 - gate) * m) / gate
 
-        def update(z: Tensor) -> tuple[Tensor, Tensor]:
-            m, s = self.made(z, h, context=context)
-            gate = torch.sigmoid(s)
-            return (y - (1 - gate) * m) / gate, s
-
-        z, s = autoregressive_solve(update, y, self.latent_dim)
+        z, (_, s) = self.made.solve(solve_dim, h, y)
         return z, F.logsigmoid(s).sum(-1)

@@ -9,8 +9,9 @@ In the sampling direction, ``z -> z'`` with ``z'`` defined autoregressively by
 
 The Jacobian is triangular in the step's order ``o`` with diagonal ``sigma > 0``, so the
 step is invertible whatever the MADE computes. Its inverse (the density direction) is one
-parallel pass, ``z = (z' - mu(z')) / sigma(z')``; sampling is exactly sequential, D MADE
-passes per step (:func:`~vaeflow.nets.made.autoregressive_solve`). This is the mirror image
+parallel pass, ``z = (z' - mu(z')) / sigma(z')``; sampling is exactly sequential, one
+dimension at a time (:meth:`~vaeflow.nets.made.MADE.solve`: D steps that together cost one
+MADE pass, where re-running the MADE D times would cost D). This is the mirror image
 of IAF (parallel sampling, sequential density). The order changes between steps
 (``reverse``: natural and reversed in turn, or ``random`` permutations).
 
