@@ -164,50 +164,55 @@ class MADE(nn.Module):
             >>> torch.allclose(x, mu2 + s2.exp() * u, atol=1e-6)
             True
         """
-        batch, units = like.shape[:-1], self._units
+        batch, units, dim = like.shape[:-1], self._units, self.latent_dim
         layers = (self.input, *self.hidden, self.output)
         weights = [layer.weight * layer.mask for layer in layers]
         biases = [layer.bias for layer in layers]
-        # Hidden units sorted by degree, so that "degree <= t" is a prefix of each layer.
+        # Hidden units sorted by degree, so that "degree <= t" is a prefix of each layer,
+        # and cut into one block per degree once (a slice per step would cost a full-size
+        # zero gradient per step in the backward pass).
         weights[0] = weights[0][units[0].index][:, self.order]
         for i in range(1, len(units)):
             weights[i] = weights[i][units[i].index][:, units[i - 1].index]
-        weights[-1] = weights[-1][:, units[-1].index]
-        for i in range(len(units)):
-            biases[i] = biases[i][units[i].index]
-        first = biases[0]
+        first = biases[0][units[0].index]
         if self.context is not None:
             first = first + self.context(h)[..., units[0].index]
-        first = first.expand(*batch, first.shape[-1])
+        first_blocks = first.expand(*batch, first.shape[-1]).split(units[0].sizes, -1)
+        w_blocks = [w.split(u.sizes) for w, u in zip(weights, units)]
+        b_blocks = [b[u.index].split(u.sizes) for b, u in zip(biases[1:], units[1:])]
+        # The output rows of each dimension, in the order: [n_outputs, H] per dimension.
+        w_out = weights[-1][:, units[-1].index].unflatten(0, (self.n_outputs, dim))[:, self.order]
+        w_out_dims = w_out.transpose(0, 1).unbind(0)
+        b_out_dims = biases[-1].unflatten(0, (self.n_outputs, dim))[:, self.order].t().unbind(0)
 
-        xs: list[Tensor] = []  # x in the MADE's order
+        x: Tensor | None = None  # the dimensions solved so far, in the order
         acts: list[Tensor | None] = [None] * len(units)  # each layer's units of degree <= t
         outs: list[Tensor] = []
-        orders = self.order.tolist()
-        for t, d in enumerate(orders):
+        for t, d in enumerate(self.order.tolist()):
             for i, layer_units in enumerate(units):
-                lo, hi = layer_units.bounds[t], layer_units.bounds[t + 1]
-                if hi > lo:
-                    if i == 0:
-                        pre = first[..., lo:hi]
-                        if t:
-                            pre = pre + F.linear(torch.stack(xs, -1), weights[0][lo:hi, :t])
-                    else:
-                        known = units[i - 1].bounds[t + 1]
-                        pre = F.linear(acts[i - 1], weights[i][lo:hi, :known], biases[i][lo:hi])
-                    new = self.act(pre)
-                    acts[i] = new if acts[i] is None else torch.cat([acts[i], new], -1)
+                if not layer_units.sizes[t]:
+                    continue
+                if i == 0:
+                    pre = first_blocks[t]
+                    if x is not None:
+                        pre = pre + F.linear(x, w_blocks[0][t][:, :t])
+                else:
+                    known = units[i - 1].bounds[t + 1]
+                    pre = F.linear(acts[i - 1], w_blocks[i][t][:, :known], b_blocks[i - 1][t])
+                new = self.act(pre)
+                previous = acts[i]
+                acts[i] = new if previous is None else torch.cat([previous, new], -1)
             # Output d reads the last layer's units of degree <= t (degree 0 always exists).
             last = acts[-1]
             assert last is not None
-            rows = [d + k * self.latent_dim for k in range(self.n_outputs)]
-            out = F.linear(last, weights[-1][rows, : last.shape[-1]], biases[-1][rows])
+            out = F.linear(last, w_out_dims[t][:, : last.shape[-1]], b_out_dims[t])
             outs.append(out)
-            xs.append(solve_dim(out.unbind(-1), d))
+            x_d = solve_dim(out.unbind(-1), d).unsqueeze(-1)
+            x = x_d if x is None else torch.cat([x, x_d], -1)
+        assert x is not None
         inverse = torch.argsort(self.order)
-        x = torch.stack(xs, -1)[..., inverse]
         values = torch.stack(outs, -1)[..., inverse]  # [..., n_outputs, D]
-        return x, values.unbind(-2)
+        return x[..., inverse], values.unbind(-2)
 
 
 @dataclass(frozen=True)
@@ -215,10 +220,11 @@ class _Units:
     r"""A hidden layer's units sorted by degree, and where each degree's block ends."""
 
     index: Tensor  # the layer's units sorted by degree (stable)
+    sizes: list[int]  # how many units have degree t, for t in 0..D-1
     bounds: list[int]  # units[bounds[t]:bounds[t + 1]] have degree t
 
     @classmethod
     def of(cls, degrees: Tensor, latent_dim: int) -> _Units:
         index = torch.argsort(degrees, stable=True)
-        counts = torch.bincount(degrees, minlength=latent_dim)
-        return cls(index, [0, *torch.cumsum(counts, 0).tolist()])
+        sizes = torch.bincount(degrees, minlength=latent_dim).tolist()
+        return cls(index, sizes, [0, *torch.cumsum(torch.tensor(sizes), 0).tolist()])
