@@ -398,3 +398,21 @@ def test_how_a_run_was_started_is_not_a_setting(tmp_path: Path):
         run("c", {"trainer.resume": "auto", "model.latent_dim": 8}),
     ]
     assert settings_of(runs) == ["model.latent_dim=40", "model.latent_dim=40", "model.latent_dim=8"]
+
+
+def test_a_run_resumed_with_a_larger_budget_is_its_own_setting(tmp_path: Path):
+    from vaeflow.report import collect
+
+    # Both started with trainer.max_epochs=5 (their .hydra/ says so); "longer" was resumed to
+    # 9 epochs: from metrics.json, or, for runs written before it recorded max_epochs, train.log.
+    make_run(tmp_path / "short", family="mean_field", depth=None, metrics={})
+    make_run(tmp_path / "longer", family="mean_field", depth=None, metrics={"epochs": 9, "max_epochs": 9})
+    make_run(tmp_path / "older", family="mean_field", depth=None, metrics={"epochs": 9})
+    (tmp_path / "older" / "train.log").write_text(
+        "[2026-01-01 00:00:09,000][vaeflow][INFO] - epoch 9/9  train elbo -40.00  val elbo -30.50 "
+        "(rec -28.00, kl 2.50)  beta 1.00  1,000 img/s  *best\n"
+    )
+    runs, _ = collect([tmp_path])
+    settings = {run.name: run.setting for run in runs}
+    assert settings == {"short": "trainer.max_epochs=5", "longer": "trainer.max_epochs=9",
+                        "older": "trainer.max_epochs=9"}  # fmt: skip

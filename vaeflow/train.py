@@ -526,6 +526,7 @@ class Trainer:
             "status": "completed",
             "stopped_by": stopped,
             "epochs": self.epoch,
+            "max_epochs": int(t.max_epochs),  # a resumed run's .hydra/ keeps its first budget
             "steps": self.step,
             "best_epoch": self.best["epoch"],
             "val/elbo": self.best["val_elbo"],

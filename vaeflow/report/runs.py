@@ -206,6 +206,16 @@ def _latest_eval(path: Path) -> tuple[dict[str, Any] | None, Path | None]:
     return None, None
 
 
+def _effective_max_epochs(path: Path, metrics: dict[str, Any], configured: Any) -> Any:
+    r"""The epoch budget a finished run ended with. A run resumed with a larger
+    ``trainer.max_epochs`` keeps the config it was started with in ``.hydra/``, so the
+    budget comes from ``metrics.json`` or else from the last epoch line of ``train.log``."""
+    if isinstance(metrics.get("max_epochs"), int):
+        return metrics["max_epochs"]
+    epochs = _train_log_epochs(path)
+    return epochs[-1]["max_epochs"] if epochs else configured
+
+
 def _train_log_epochs(path: Path) -> list[dict[str, float]]:
     try:
         text = (path / "train.log").read_text(errors="replace")
@@ -288,6 +298,7 @@ def load_run(path: str | Path, root: str | Path | None = None, now: float | None
         run.metrics = metrics
         run.status = str(metrics.get("status", "completed"))
         run.epochs = metrics.get("epochs")
+        run.max_epochs = _effective_max_epochs(path, metrics, run.max_epochs)
         run.stopped_by = metrics.get("stopped_by")
         run.best_epoch = metrics.get("best_epoch")
         run.parameters = metrics.get("parameters")
@@ -334,11 +345,19 @@ def _settings(runs: Sequence[Run]) -> None:
         run.setting = setting
 
 
+def _effective_config(run: Run) -> dict[str, Any]:
+    r"""``run.config`` with the epoch budget it actually ran with (see :func:`_effective_max_epochs`)."""
+    if run.max_epochs is None or "trainer.max_epochs" not in run.config:
+        return run.config
+    return {**run.config, "trainer.max_epochs": run.max_epochs}
+
+
 def settings_of(runs: Sequence[Run]) -> list[str]:
     r"""Each run's setting (see :func:`_settings`) among ``runs`` only."""
+    configs = [_effective_config(run) for run in runs]
     keys: set[str] = set()
-    for run in runs:
-        keys |= set(run.config)
+    for config in configs:
+        keys |= set(config)
     varying = []
     for key in sorted(keys):
         if (
@@ -349,19 +368,19 @@ def settings_of(runs: Sequence[Run]) -> list[str]:
             continue
         if key.startswith("posterior."):
             groups: dict[str, set] = {}
-            for run in runs:
-                groups.setdefault(run.family, set()).add(repr(run.config.get(key, "<missing>")))
+            for run, config in zip(runs, configs):
+                groups.setdefault(run.family, set()).add(repr(config.get(key, "<missing>")))
             if any(len(values) > 1 for values in groups.values()):
                 varying.append(key)
-        elif len({repr(run.config.get(key, "<missing>")) for run in runs}) > 1:
+        elif len({repr(config.get(key, "<missing>")) for config in configs}) > 1:
             varying.append(key)
     out = []
-    for run in runs:
+    for config in configs:
         parts = []
         for key in varying:
-            if key.startswith("posterior.") and key not in run.config:
+            if key.startswith("posterior.") and key not in config:
                 continue
-            value = run.config.get(key, "<missing>")
+            value = config.get(key, "<missing>")
             value = ",".join(map(str, value)) if isinstance(value, tuple) else value
             parts.append(f"{key}={value}")
         out.append(" ".join(parts))
