@@ -416,3 +416,34 @@ def test_a_run_resumed_with_a_larger_budget_is_its_own_setting(tmp_path: Path):
     settings = {run.name: run.setting for run in runs}
     assert settings == {"short": "trainer.max_epochs=5", "longer": "trainer.max_epochs=9",
                         "older": "trainer.max_epochs=9"}  # fmt: skip
+
+
+def test_a_run_evaluated_on_a_subset_is_paired_on_the_images_it_shares(tmp_path: Path):
+    import torch
+
+    from vaeflow.report import Run, paired_deltas, table_rows
+
+    generator = torch.Generator().manual_seed(1)
+    hardness = torch.randn(400, generator=generator, dtype=torch.float64) * 20
+    subset = torch.randperm(400, generator=generator)[:100].sort().values  # as vaeflow eval limit=100
+
+    def run(name: str, family: str, ids, nll) -> Run:
+        eval_dir = tmp_path / name / "eval" / "e"
+        eval_dir.mkdir(parents=True)
+        torch.save({"ids": ids, "log_px": -nll}, eval_dir / "per_example.pt")
+        return Run(
+            path=tmp_path / name, name=name, status="completed", family=family, depth=0, seed=0,
+            dataset="binarized_mnist", nll=float(nll.mean()), nll_se=1.0, elbo=-95.0, k=5000,
+            examples=len(ids), split_size=400, source="eval", eval_path=eval_dir / "eval.json",
+        )  # fmt: skip
+
+    base_nll = 90 + hardness
+    maf_nll = base_nll[subset] - 2.0 + 0.1 * torch.randn(100, generator=generator, dtype=torch.float64)
+    base = run("mf", "mean_field", torch.arange(400), base_nll)
+    slow = run("maf4", "maf", subset, maf_nll)
+    assert paired_deltas([base, slow]) is base
+    expected = maf_nll - base_nll[subset]
+    assert slow.paired == 100 and base.paired == 400
+    assert torch.isclose(torch.tensor(slow.delta[0], dtype=torch.float64), expected.mean())
+    header, rows = table_rows([base, slow])
+    assert rows[1][header.index("k")] == "5000 (100 images)" and rows[0][header.index("k")] == "5000"

@@ -229,6 +229,7 @@ def evaluate(cfg: DictConfig, out_dir: str | Path, *, multirun: bool = False) ->
         "latent_dim": int(train_cfg.model.latent_dim),
         "split": str(cfg.split),
         "examples": n,
+        "split_size": len(split),
         "nonfinite": int((~finite).sum()),
         "limit": cfg.get("limit"),
         "k": k,

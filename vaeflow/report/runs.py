@@ -114,11 +114,14 @@ class Run:
     elbo_se: float | None = None
     kl: float | None = None
     k: int | None = None
+    examples: int | None = None  # test images of the evaluation (fewer with eval's limit=)
+    split_size: int | None = None  # test images in the split
     source: str = ""
     history: list[dict[str, float]] = field(repr=False, default_factory=list)
     label: str = ""  # the name without the overrides that every run of the report shares
     delta: tuple[float, float] | None = None  # NLL minus the baseline's, paired s.e. (paired_deltas)
     baseline: str = ""  # the run that delta is against
+    paired: int = 0  # how many test images delta is over
 
     @property
     def finished(self) -> bool:
@@ -332,6 +335,8 @@ def load_run(path: str | Path, root: str | Path | None = None, now: float | None
         run.nll, run.nll_se = _number(e.get("eval/iw_nll")), _number(e.get("eval/iw_nll_se"))
         run.elbo, run.elbo_se = _number(e.get("eval/elbo")), _number(e.get("eval/elbo_se"))
         run.kl, run.k, run.source = _number(e.get("eval/kl")), e.get("k"), "eval"
+        run.examples = e.get("examples") if isinstance(e.get("examples"), int) else None
+        run.split_size = e.get("split_size") if isinstance(e.get("split_size"), int) else None
     if (path / "eval_failed.txt").is_file():
         run.eval_failed = _first_line((path / "eval_failed.txt").read_text(errors="replace"))
     return run
@@ -499,6 +504,10 @@ def paired_deltas(runs: Sequence[Run], baseline: str | None = None) -> Run | Non
     r"""Sets ``run.delta``: each run's test NLL minus the baseline's on the same test images,
     with the standard error of the per-image differences.
 
+    A run evaluated on a seeded subset of the test images (``vaeflow eval limit=N``, for
+    the families that are slow to sample) is paired with the baseline on the images they
+    share; ``run.paired`` says how many.
+
     Models evaluated on the same images share most of their per-image variation (hard
     digits are hard for every model), so the paired standard error of a difference is
     several times smaller than the two runs' own standard errors combined: it is the one
@@ -530,11 +539,20 @@ def paired_deltas(runs: Sequence[Run], baseline: str | None = None) -> Run | Non
         if run.dataset != base.dataset:
             continue
         figures = (base_ids, base_nll) if run is base else _per_example_nll(run)
-        if figures is None or not figures[0].equal(base_ids):
+        if figures is None:
             continue
-        diff = figures[1] - base_nll
+        ids, nll = figures
+        import torch
+
+        if ids.equal(base_ids):
+            diff = nll - base_nll
+        else:  # ids are sorted and unique (vaeflow eval's seeded subsets): pair the shared ones
+            diff = nll[torch.isin(ids, base_ids)] - base_nll[torch.isin(base_ids, ids)]
+            if len(diff) == 0:
+                continue
         se = float(diff.std() / math.sqrt(len(diff))) if len(diff) > 1 else math.nan
         run.delta, run.baseline = (float(diff.mean()), se), base.label or base.name
+        run.paired = len(diff)
     return base
 
 

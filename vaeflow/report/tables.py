@@ -81,6 +81,14 @@ def _delta(run: Run) -> str:
     return f"{mean:+.2f} ± {se:.2f}"
 
 
+def _k(run: Run) -> str:
+    if not run.k:
+        return "—"
+    if run.examples and run.split_size and run.examples < run.split_size:
+        return f"{run.k} ({run.examples:,} images)"  # evaluated on a seeded subset
+    return str(run.k)
+
+
 def table_rows(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]]:
     r"""The report's table as text: ``(header, rows)``, one row per run."""
     show_setting = any(r.setting for r in runs)
@@ -98,7 +106,7 @@ def table_rows(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]]:
         row += [_f(r.elbo), _pm(r.nll, r.nll_se)]
         if show_delta:
             row.append(_delta(r))
-        row += [str(r.k) if r.k else "—", _f(r.kl)]
+        row += [_k(r), _f(r.kl)]
         row += [_duration(r.train_time_s), _count(r.images_per_s), r.label or r.name]
         rows.append(row)
     return header, rows
@@ -174,6 +182,9 @@ def _caption(runs: Sequence[Run]) -> str:
         parts.append(
             f"Δ NLL: NLL minus that of {base} on the same test images, with the standard error of "
             "the per-image differences"
+            + ("; a run evaluated on a subset of the test images is paired on those"
+               if any(r.paired and r.examples and r.split_size and r.examples < r.split_size for r in runs)
+               else "")
         )
     return "; ".join(parts) + "."
 
