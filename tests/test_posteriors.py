@@ -436,6 +436,21 @@ def test_full_cov_starts_at_mean_field():
     assert torch.equal(scale, torch.diag_embed(log_sigma.exp()))
 
 
+@pytest.mark.parametrize("name", ["autoregressive", "maf"])
+def test_made_families_start_without_dependence_between_latents(name: str):
+    # mu and sigma start as functions of h alone: the autoregressive posterior starts at
+    # mean-field, a MAF step as an elementwise affine map.
+    torch.manual_seed(0)
+    options = {"name": name, "hidden_dims": [16], **({"depth": 2} if name == "maf" else {})}
+    q = POSTERIORS.build(options, latent_dim=D, feature_dim=F)
+    transform = q.transform if name == "autoregressive" else q.steps[0].transform
+    h = torch.randn(5, F)
+    mu1, s1 = transform.params(torch.randn(5, D), h)
+    mu2, s2 = transform.params(torch.randn(5, D), h)
+    assert torch.equal(mu1, mu2) and torch.equal(s1, s2)
+    assert mu1.std() > 0  # but they do depend on h
+
+
 @pytest.mark.parametrize("case", STRUCTURED)
 def test_structured_families_fit_a_correlated_gaussian(case: str):
     assert fit_to_target(case) < 0.05

@@ -92,6 +92,10 @@ class AffineAutoregressive(nn.Module):
             raise ConfigError(f"posterior.max_log_scale={max_log_scale}: must be > 0")
         self.latent_dim, self.max_log_scale = latent_dim, float(max_log_scale)
         self.made = MADE(latent_dim, feature_dim, hidden_dims, 2, order, activation)
+        # Start with (mu, sigma) functions of h alone: the autoregressive posterior starts as
+        # a mean-field Gaussian and a MAF step as an elementwise affine map (as IAF's gate
+        # bias starts it near the identity); the weights from x are learned from there.
+        nn.init.zeros_(self.made.input.weight)
 
     @property
     def order(self) -> Tensor:
