@@ -302,6 +302,8 @@ def load_run(path: str | Path, root: str | Path | None = None, now: float | None
         run.status = str(metrics.get("status", "completed"))
         run.epochs = metrics.get("epochs")
         run.max_epochs = _effective_max_epochs(path, metrics, run.max_epochs)
+        if "trainer.max_epochs" in run.config:  # the budget it ran with is what sets it apart
+            run.config["trainer.max_epochs"] = run.max_epochs
         run.stopped_by = metrics.get("stopped_by")
         run.best_epoch = metrics.get("best_epoch")
         run.parameters = metrics.get("parameters")
@@ -350,19 +352,11 @@ def _settings(runs: Sequence[Run]) -> None:
         run.setting = setting
 
 
-def _effective_config(run: Run) -> dict[str, Any]:
-    r"""``run.config`` with the epoch budget it actually ran with (see :func:`_effective_max_epochs`)."""
-    if run.max_epochs is None or "trainer.max_epochs" not in run.config:
-        return run.config
-    return {**run.config, "trainer.max_epochs": run.max_epochs}
-
-
 def settings_of(runs: Sequence[Run]) -> list[str]:
     r"""Each run's setting (see :func:`_settings`) among ``runs`` only."""
-    configs = [_effective_config(run) for run in runs]
     keys: set[str] = set()
-    for config in configs:
-        keys |= set(config)
+    for run in runs:
+        keys |= set(run.config)
     varying = []
     for key in sorted(keys):
         if (
@@ -373,19 +367,19 @@ def settings_of(runs: Sequence[Run]) -> list[str]:
             continue
         if key.startswith("posterior."):
             groups: dict[str, set] = {}
-            for run, config in zip(runs, configs):
-                groups.setdefault(run.family, set()).add(repr(config.get(key, "<missing>")))
+            for run in runs:
+                groups.setdefault(run.family, set()).add(repr(run.config.get(key, "<missing>")))
             if any(len(values) > 1 for values in groups.values()):
                 varying.append(key)
-        elif len({repr(config.get(key, "<missing>")) for config in configs}) > 1:
+        elif len({repr(run.config.get(key, "<missing>")) for run in runs}) > 1:
             varying.append(key)
     out = []
-    for config in configs:
+    for run in runs:
         parts = []
         for key in varying:
-            if key.startswith("posterior.") and key not in config:
+            if key.startswith("posterior.") and key not in run.config:
                 continue
-            value = config.get(key, "<missing>")
+            value = run.config.get(key, "<missing>")
             value = ",".join(map(str, value)) if isinstance(value, tuple) else value
             parts.append(f"{key}={value}")
         out.append(" ".join(parts))
@@ -521,6 +515,8 @@ def paired_deltas(runs: Sequence[Run], baseline: str | None = None) -> Run | Non
     Returns:
         The baseline run, or ``None`` when there is none (no deltas are set).
     """
+    import torch
+
     evaluated = [r for r in runs if r.finished and r.source == "eval"]
     if baseline:
         chosen = [r for r in evaluated if baseline in (r.name, r.label)]
@@ -542,8 +538,6 @@ def paired_deltas(runs: Sequence[Run], baseline: str | None = None) -> Run | Non
         if figures is None:
             continue
         ids, nll = figures
-        import torch
-
         if ids.equal(base_ids):
             diff = nll - base_nll
         else:  # ids are sorted and unique (vaeflow eval's seeded subsets): pair the shared ones
