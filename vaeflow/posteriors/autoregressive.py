@@ -16,6 +16,14 @@ pass; sampling is exactly sequential, one dimension at a time (:meth:`~vaeflow.n
 whose D steps together cost one MADE pass).
 The log-scale is soft-clamped into ``(-b, b)`` (``max_log_scale``) for stability.
 
+Two choices make it train at least as well as the mean-field Gaussian it contains. The
+MADE's ``(mu, log sigma')`` get a linear map of h added (``skip``): in a MADE the first
+dimension in the order reads only the hidden units of degree 0, 1/D of each layer, so
+without it the first dimensions see x through an 8-unit bottleneck (D = 40, width 320);
+on static binarized MNIST it encoded about half the nats of mean-field through the KL
+warm-up (KL 28 against 54 at epoch 5), and with the skip as many (45). And the weights
+from z start at zero, so q starts as a mean-field Gaussian.
+
 The same affine autoregressive map, :class:`AffineAutoregressive`, is the step of the
 masked autoregressive flow (``posterior=maf``).
 
@@ -76,6 +84,9 @@ class AffineAutoregressive(nn.Module):
         order: a permutation of ``0..D-1``.
         activation: the MADE's activation.
         max_log_scale: b, the bound of the soft-clamped log-scale.
+        skip: add a linear map of h to the MADE's ``(mu, log sigma')``, so that the first
+            dimensions in the order see all of h (the autoregressive posterior, which has
+            no mean-field base to carry x; a MAF step has one).
     """
 
     def __init__(
@@ -86,6 +97,7 @@ class AffineAutoregressive(nn.Module):
         order: Tensor,
         activation: str = "elu",
         max_log_scale: float = 6.0,
+        skip: bool = False,
     ) -> None:
         super().__init__()
         if float(max_log_scale) <= 0:
@@ -96,6 +108,10 @@ class AffineAutoregressive(nn.Module):
         # a mean-field Gaussian and a MAF step as an elementwise affine map (as IAF's gate
         # bias starts it near the identity); the weights from x are learned from there.
         nn.init.zeros_(self.made.input.weight)
+        # In a MADE the first dimension in the order reads only the hidden units of degree 0,
+        # 1/D of each layer (8 of 320 at D = 40), and so sees h through that bottleneck: a
+        # linear path from h to (mu, log sigma) gives every dimension all of h.
+        self.skip = nn.Linear(feature_dim, 2 * latent_dim) if skip else None
 
     @property
     def order(self) -> Tensor:
@@ -104,7 +120,15 @@ class AffineAutoregressive(nn.Module):
     def params(self, x: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
         r"""``mu`` and ``log sigma``, each ``[..., D]``, with ``(mu_i, sigma_i)`` functions of x_<i."""
         mu, s = self.made(x, h)
-        return mu, soft_clamp(s, self.max_log_scale)
+        mu0, s0 = self._skip(h)
+        return mu + mu0, soft_clamp(s + s0, self.max_log_scale)
+
+    def _skip(self, h: Tensor) -> tuple[Tensor | float, Tensor | float]:
+        r"""The linear path's ``(mu0, s0)`` from h, or zeros without one."""
+        if self.skip is None:
+            return 0.0, 0.0
+        mu0, s0 = self.skip(h).chunk(2, -1)
+        return mu0, s0
 
     def normalize(self, x: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
         r"""``u = (x - mu(x)) / sigma(x)`` in one pass, and ``sum log sigma`` ``[...]``."""
@@ -114,12 +138,16 @@ class AffineAutoregressive(nn.Module):
     def sample(self, u: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
         r"""``x = mu(x) + sigma(x) * u``, exactly, one dimension at a time at the cost of one
         MADE pass (:meth:`~vaeflow.nets.made.MADE.solve`), and ``sum log sigma`` ``[...]``."""
+        mu0, s0 = self._skip(h)
 
         def solve_dim(outs: tuple[Tensor, ...], d: int) -> Tensor:
-            return torch.addcmul(outs[0], soft_clamp(outs[1], self.max_log_scale).exp(), u[..., d])
+            mu, s = outs
+            if self.skip is not None:
+                mu, s = mu + mu0[..., d], s + s0[..., d]
+            return torch.addcmul(mu, soft_clamp(s, self.max_log_scale).exp(), u[..., d])
 
         x, (_, s) = self.made.solve(solve_dim, h, u)
-        return x, soft_clamp(s, self.max_log_scale).sum(-1)
+        return x, soft_clamp(s + s0, self.max_log_scale).sum(-1)
 
 
 @POSTERIORS.register("autoregressive")
@@ -162,6 +190,7 @@ class Autoregressive(Posterior):
             resolve_order(latent_dim, order),
             activation,
             max_log_scale,
+            skip=True,
         )
 
     @property
