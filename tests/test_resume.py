@@ -131,3 +131,13 @@ def test_kill_9_then_resume_ends_where_an_uninterrupted_run_ends(tmp_path):
     assert killed_at < torch.load(run / "checkpoints" / "last.pt", weights_only=True)["step"]
     for name in a:
         assert torch.equal(a[name], b[name]), name
+
+
+def test_resume_may_add_or_drop_the_final_evaluation(tmp_path):
+    # +eval=true says whether the job evaluates the run when it ends, not what it trains.
+    from vaeflow.train import check_same_model
+
+    saved = {"model": {"latent_dim": 16}, "eval": True, "trainer": {"max_epochs": 100}}
+    check_same_model(saved, {"model": {"latent_dim": 16}, "trainer": {"max_epochs": 500}}, tmp_path)
+    with pytest.raises(CheckpointError, match=r"model\.latent_dim"):
+        check_same_model(saved, {"model": {"latent_dim": 8}}, tmp_path)

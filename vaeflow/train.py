@@ -579,8 +579,10 @@ def train(cfg: DictConfig, run_dir: str | Path, *, multirun: bool = False) -> di
     return Trainer(cfg, run_dir, multirun=multirun).fit()
 
 
-#: config keys that may change when a run is resumed (everything else must match)
-RESUMABLE_KEYS = ("trainer", "hydra")
+#: config keys that may change when a run is resumed (everything else must match):
+#: how it trains and where it writes, and ``eval`` (``+eval=true``: whether the job
+#: evaluates the run when it ends), none of which changes the model it trains
+RESUMABLE_KEYS = ("trainer", "hydra", "eval")
 
 
 def resume_checkpoint(resume: str | None, run_dir: Path) -> Path | None:
@@ -625,7 +627,7 @@ def check_same_model(saved: Mapping[str, Any], current: Mapping[str, Any], path:
         more = f" and {len(differ) - 4} more" if len(differ) > 4 else ""
         raise CheckpointError(
             f"checkpoint {path} was trained with another configuration: {shown}{more}; "
-            "resume with the same settings (only trainer.* may change)"
+            "resume with the same settings (only trainer.* and +eval may change)"
         )
 
 
