@@ -22,36 +22,19 @@ References:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from vaeflow.errors import ConfigError
+from vaeflow.nets.gated import Gated
 
-__all__ = ["Gated", "GatedConv2d", "GatedConvTranspose2d", "GatedConvEncoder", "GatedConvDecoder"]
+__all__ = ["GatedConv2d", "GatedConvTranspose2d", "GatedConvEncoder", "GatedConvDecoder"]
 
 #: Image sizes ``(H, W)`` the layer stacks fit, and the kernel of the layer between the
 #: ``H/4 x W/4`` maps and the ``1x1`` map (the reference code's ``last_kernel_size``).
 LAST_KERNEL: dict[tuple[int, int], tuple[int, int]] = {(28, 28): (7, 7), (28, 20): (7, 5)}
-
-
-class Gated(nn.Module):
-    r"""``h(x) * sigmoid(g(x))`` with ``h`` and ``g`` two layers of the same kind and shape
-    (Dauphin et al., 2017), e.g. ``Gated(nn.Conv2d, 32, 64, 5, 1, 2)``.
-
-    Arguments:
-        layer: the layer class (:class:`torch.nn.Conv2d`, :class:`torch.nn.ConvTranspose2d`).
-        *args, **kwargs: its arguments (channels, kernel size, stride, padding, ...).
-    """
-
-    def __init__(self, layer: Callable[..., nn.Module], *args: Any, **kwargs: Any) -> None:
-        super().__init__()
-        self.h, self.g = layer(*args, **kwargs), layer(*args, **kwargs)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.h(x) * torch.sigmoid(self.g(x))
 
 
 def GatedConv2d(*args: Any, **kwargs: Any) -> Gated:

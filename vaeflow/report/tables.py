@@ -182,9 +182,11 @@ def _caption(runs: Sequence[Run]) -> str:
         parts.append(
             f"Δ NLL: NLL minus that of {base} on the same test images, with the standard error of "
             "the per-image differences"
-            + ("; a run evaluated on a subset of the test images is paired on those"
-               if any(r.paired and r.examples and r.split_size and r.examples < r.split_size for r in runs)
-               else "")
+            + (
+                "; a run evaluated on a subset of the test images is paired on those"
+                if any(r.paired and r.examples and r.split_size and r.examples < r.split_size for r in runs)
+                else ""
+            )
         )
     return "; ".join(parts) + "."
 

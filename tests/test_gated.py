@@ -110,3 +110,32 @@ def test_bad_options_are_config_errors(registry, options: dict, match: str):
     fixed = {"input_shape": MNIST} if registry is ENCODERS else {"latent_dim": 8, "output_shape": MNIST}
     with pytest.raises(ConfigError, match=match):
         registry.build({"name": "gated_conv", **options}, **fixed)
+
+
+def test_gated_mlp_is_the_vampprior_papers_gated_dense_stack():
+    # encoder.activation=gated: x -> Gated(784, 300) -> Gated(300, 300) = h, no other
+    # activation; decoder: z -> Gated(40, 300) -> Gated(300, 300) -> Linear(300, 784).
+    torch.manual_seed(0)
+    encoder = ENCODERS.build(
+        {"name": "mlp", "hidden_dims": [300, 300], "activation": "gated"}, input_shape=(1, 28, 28)
+    )
+    decoder = DECODERS.build({"name": "mlp", "hidden_dims": [300, 300], "activation": "gated"}, latent_dim=40,
+                             output_shape=(1, 28, 28))  # fmt: skip
+    x = torch.rand(5, 1, 28, 28)
+    h = x.flatten(1)
+    for layer in encoder.net[1]:
+        h = layer.h(h) * torch.sigmoid(layer.g(h))
+    torch.testing.assert_close(encoder(x), h)
+    shapes = [tuple(p.shape) for p in decoder.parameters() if p.dim() == 2]
+    assert shapes == [(300, 40), (300, 40), (300, 300), (300, 300), (784, 300)]
+    assert decoder(torch.randn(2, 5, 40)).shape == (2, 5, 784)
+
+
+def test_relu_mlp_keeps_its_parameter_names():
+    # checkpoints of MLP runs written before gated layers existed still load
+    encoder = ENCODERS.build(
+        {"name": "mlp", "hidden_dims": [300, 300], "activation": "relu"}, input_shape=(1, 28, 28)
+    )
+    assert list(encoder.state_dict()) == ["net.1.0.weight", "net.1.0.bias", "net.1.2.weight", "net.1.2.bias"]
+    with pytest.raises(ConfigError, match="unknown activation 'swish'"):
+        ENCODERS.build({"name": "mlp", "hidden_dims": [8], "activation": "swish"}, input_shape=(1, 28, 28))
