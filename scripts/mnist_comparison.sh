@@ -31,9 +31,10 @@ declare -A ROWS=(
   [sylvester_t4]="posterior=sylvester posterior.depth=4 posterior.variant=triangular"
   [autoregressive]="posterior=autoregressive"
   [maf4]="posterior=maf posterior.depth=4"
+  [mean_field_gated_300]="posterior=mean_field encoder.activation=gated decoder.activation=gated trainer.max_epochs=300"
 )
 ORDER=(mean_field planar4 sylvester_o4 iaf4 householder4 radial4 full_cov realnvp4 sylvester_h4 sylvester_t4
-  autoregressive maf4)
+  autoregressive maf4 mean_field_gated_300)
 
 if [ ! -f "$DATA/binarized_mnist_test.amat" ]; then
   echo "error: no binarized_mnist_test.amat in $DATA; give the directory of the three .amat files" >&2

@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 
 from vaeflow import cli, launchers
 from vaeflow.launchers import job_threads, missing_launcher
+from vaeflow.model import build_model
 from vaeflow.report import collect
 
 JOBLIB = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
@@ -182,3 +183,30 @@ def test_experiments_set_up_the_standard_comparison():
     assert compose_with_hydra("experiment=digits_baselines").hydra.sweeper.params.posterior == ",".join(
         base_families
     )
+
+
+def _comparison_rows() -> dict[str, list[str]]:
+    """The rows of scripts/mnist_comparison.sh: row name -> overrides of experiment=mnist_cpu."""
+    script = (CONF.parent / "scripts" / "mnist_comparison.sh").read_text()
+    table = script[script.index("declare -A ROWS=(") : script.index("\n)\n")]
+    rows = {name: overrides.split() for name, overrides in re.findall(r'\[(\w+)\]="([^"]*)"', table)}
+    order = re.search(r"ORDER=\(([^)]*)\)", script).group(1).split()
+    assert sorted(order) == sorted(rows), "ORDER and ROWS of the script name different rows"
+    return rows
+
+
+def test_the_readme_results_table_is_what_the_comparison_script_builds():
+    """Each README results row made by the script composes, builds and has the parameter
+    count the README gives (a renamed key or a changed network shows up here)."""
+    rows = _comparison_rows()
+    readme = (CONF.parent / "README.md").read_text()
+    found = re.findall(r"^\|[^|\n]*\|[^|\n]*\| ([\d,]+) \|.*\| `(\w+)` \|$", readme, flags=re.M)
+    table = {row: int(count.replace(",", "")) for count, row in found}
+    checked = 0
+    for row, overrides in rows.items():
+        cfg = compose_with_hydra("experiment=mnist_cpu", *overrides)
+        model = build_model(cfg, (1, 28, 28))
+        if row in table:
+            assert sum(p.numel() for p in model.parameters()) == table[row], row
+            checked += 1
+    assert checked >= 10
