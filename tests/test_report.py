@@ -447,3 +447,32 @@ def test_a_run_evaluated_on_a_subset_is_paired_on_the_images_it_shares(tmp_path:
     assert torch.isclose(torch.tensor(slow.delta[0], dtype=torch.float64), expected.mean())
     header, rows = table_rows([base, slow])
     assert rows[1][header.index("k")] == "5000 (100 images)" and rows[0][header.index("k")] == "5000"
+
+
+def test_each_flow_panel_is_drawn_beside_the_baselines_of_its_own_setting():
+    from types import SimpleNamespace
+
+    from vaeflow.report.plots import _references
+
+    def run(name: str, setting: str) -> SimpleNamespace:
+        return SimpleNamespace(name=name, setting=setting)
+
+    relu = "decoder.activation=relu encoder.activation=relu trainer.max_epochs=100"
+    gated = "decoder.activation=gated encoder.activation=gated trainer.max_epochs="
+    mf, mf300 = run("mf", relu), run("mf300", relu.replace("=100", "=300"))
+    mf_gated, full_cov = run("mf_gated", gated + "300"), run("full_cov", relu)
+    baselines = [mf, mf300, mf_gated, full_cov]
+    sylvester = run("sylvester", relu + " posterior.variant=householder")
+    iaf_gated = run("iaf_gated", gated + "150")
+    settings = {id(r): r.setting for r in [*baselines, sylvester, iaf_gated]}
+
+    # the flow's own option (posterior.variant) does not part it from its baselines
+    assert [(r.name, d) for r, d in _references(sylvester, baselines, settings)] == [
+        ("mf", []),
+        ("full_cov", []),
+    ]
+    # no baseline shares every item: the closest one, with what differs
+    assert [(r.name, d) for r, d in _references(iaf_gated, baselines, settings)] == [
+        ("mf_gated", ["trainer.max_epochs=300"])
+    ]
+    assert _references(iaf_gated, [], settings) == []

@@ -6,6 +6,7 @@ figures and training cost against the flow depth, one line per family) and ``cur
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -116,10 +117,26 @@ def plot_depth(
     return path
 
 
+def _references(run: Run, baselines: Sequence[Run], settings: dict[int, str]) -> list[tuple[Run, list[str]]]:
+    r"""The runs without flow steps to draw beside ``run``'s panel: those whose setting
+    shares the most ``key=value`` items with ``run``'s (so a flow's own options, such as
+    ``posterior.variant``, do not part it from its baselines), each with the items of its
+    setting that ``run``'s lacks."""
+
+    def items(r: Run) -> set[str]:
+        return set(settings[id(r)].split())
+
+    mine = items(run)
+    shared = [len(items(b) & mine) for b in baselines]
+    most = max(shared, default=0)
+    return [(b, sorted(items(b) - mine)) for b, n in zip(baselines, shared) if n == most]
+
+
 def plot_curves(runs: Sequence[Run], path: str | Path, title: str | None = None) -> Path:
-    r"""Validation ELBO over epochs: one panel per family, one line per run coloured by
-    depth; runs still training dashed, failed ones dotted; a dot at each run's best epoch;
-    the families without flow steps in grey, dashed, in every flow family's panel."""
+    r"""Validation ELBO over epochs: one panel per family (and setting), one line per run
+    coloured by depth; runs still training dashed, failed ones dotted; a dot at each run's
+    best epoch; the families without flow steps in grey, dashed, in every flow family's
+    panel: those of the panel's setting, or all of them where none shares it."""
     from matplotlib import colormaps
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
@@ -145,14 +162,15 @@ def plot_curves(runs: Sequence[Run], path: str | Path, title: str | None = None)
     baselines = [r for r in with_curves if r.depth == 0 and r.status == "completed"]
     for ax, panel in zip(axes, panels):
         seen = set()
-        if any(panel_of(r) == panel and r.depth > 0 for r in with_curves):
-            for r in baselines:  # the families without flow steps, for reference
+        members = [r for r in with_curves if panel_of(r) == panel]
+        if any(r.depth > 0 for r in members):
+            for i, (r, differs) in enumerate(_references(members[0], baselines, settings)):
                 points = [(h["epoch"], h["val/elbo"]) for h in r.history if _finite(h.get("val/elbo"))]
-                label = f"{r.family} (no flow)"
+                label = f"{r.family} (no flow{''.join(', ' + d for d in differs)})"
                 ax.plot(
                     *zip(*points),
-                    color="#999999",
-                    ls=(0, (4, 3)),
+                    color=("#777777", "#aaaaaa", "#cccccc")[i % 3],
+                    ls=((0, (4, 3)), (0, (1, 1.5)), (0, (6, 2, 1, 2)))[i // 3 % 3],
                     lw=1.2,
                     label=None if label in seen else label,
                 )
@@ -175,9 +193,10 @@ def plot_curves(runs: Sequence[Run], path: str | Path, title: str | None = None)
                 y = next((v for e, v in points if e == best), None)
                 if y is not None:
                     ax.plot([best], [y], "o", color=color, ms=4)
-        ax.set_title(panel, fontsize=11)
+        lines = textwrap.wrap(panel, width=52)
+        ax.set_title("\n".join(lines), fontsize=11 if len(lines) == 1 else 9)
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8 if len(seen) <= 4 else 6, loc="lower right")
     for ax in axes[len(panels) :]:
         ax.set_visible(False)
     if not panels:
