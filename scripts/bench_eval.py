@@ -123,8 +123,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--memory-mb",
         type=float,
-        default=512,
-        help="chunk memory budget (as vaeflow eval: capped on the CPU)",
+        default=None,
+        help="chunk memory budget in MiB (as vaeflow eval: default 64 on the CPU, 512 on a GPU)",
     )
     parser.add_argument("--max-pairs", default=None, help="comma list of chunk sizes (pairs) to compare")
     parser.add_argument(

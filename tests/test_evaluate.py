@@ -23,12 +23,16 @@ from torch import Tensor, nn
 from vaeflow.commands.eval import check_runs, quote, rewrite_argv
 from vaeflow.errors import CheckpointError, ConfigError
 from vaeflow.evaluate import (
+    CPU_CHUNK_MB,
+    GPU_CHUNK_MB,
     NOISE_BLOCK,
     LocalPosterior,
+    chunk_budget_mb,
     evaluate,
     example_noise,
     importance_weighted,
     inference_gaps,
+    pairs_per_chunk,
     plan_chunks,
     run_dir_of,
 )
@@ -250,6 +254,16 @@ def test_peak_memory_is_bounded_by_the_chunk_not_by_k():
     assert max(seen) <= 512 and sum(seen) == 3 * 5000
 
 
+def test_the_chunk_budget_is_the_one_given_else_the_device_default():
+    # sequential posteriors (maf) run faster in chunks larger than the CPU default
+    model, x = mlp_model(), binary_images(1)
+    default, per_pair = pairs_per_chunk(model, x)
+    assert default == CPU_CHUNK_MB * 2**20 // per_pair
+    assert pairs_per_chunk(model, x, 1024)[0] == 1024 * 2**20 // per_pair > default
+    assert chunk_budget_mb(None, torch.device("cuda")) == GPU_CHUNK_MB
+    assert chunk_budget_mb(8, torch.device("cuda")) == 8
+
+
 # ----------------------------------------------------------------------------------------
 # Local posteriors and the inference gaps
 # ----------------------------------------------------------------------------------------
@@ -390,6 +404,8 @@ def test_evaluate_writes_its_own_directory(run_dir):
         (["k=0"], ConfigError, "k=0"),
         (["split=holdout"], ConfigError, "split=holdout"),
         (["checkpoint=final"], ConfigError, "checkpoint=final"),
+        (["memory_mb=0"], ConfigError, "memory_mb=0"),
+        (["memory_mb=lots"], ConfigError, "memory_mb=lots"),
     ],
 )
 def test_bad_settings_are_one_line_errors(run_dir, tmp_path, overrides, error, match):

@@ -22,10 +22,10 @@ whose square over two is its bias: a small ``mc_se`` says k is large enough.
 repeat. Samples are processed in chunks of ``examples x samples`` pairs sized from a
 memory budget (:func:`plan_chunks`): all k samples of as many examples as fit, or equal
 slices of one example's k samples when k is large; on the CPU a chunk stays below
-:data:`CPU_CHUNK_MB`, where its buffers are reused from cache and heap. Chunks are reduced
-with a running ``logsumexp`` in float64, so peak memory is bounded whatever k is. The
-standard normal noise of sample i
-of example j comes from its own stream, seeded by ``(seed, j, i // NOISE_BLOCK)``
+:data:`CPU_CHUNK_MB`, where its buffers are reused from cache and heap, unless
+``memory_mb`` gives another budget (sequential samplers such as MAF gain from larger ones).
+Chunks are reduced with a running ``logsumexp`` in float64, so peak memory is bounded
+whatever k is. The standard normal noise of sample i of example j comes from its own stream, seeded by ``(seed, j, i // NOISE_BLOCK)``
 (:func:`example_noise`), so the estimate of an example does not depend on the chunk
 size, the batch size or which other examples are evaluated; only float rounding does.
 
@@ -52,11 +52,14 @@ References:
 
 from vaeflow.evaluate.command import SPLITS, evaluate
 from vaeflow.evaluate.estimator import (
+    CPU_CHUNK_MB,
+    GPU_CHUNK_MB,
     NOISE_BLOCK,
     IWEstimate,
     Proposal,
     amortized_proposal,
     bytes_per_pair,
+    chunk_budget_mb,
     example_noise,
     importance_weighted,
     keep_freed_memory,
@@ -68,6 +71,8 @@ from vaeflow.evaluate.gaps import LocalPosterior, fit_local_posterior, inference
 from vaeflow.evaluate.runs import TrainedRun, load_trained, resolve_run, run_dir_of
 
 __all__ = [
+    "CPU_CHUNK_MB",
+    "GPU_CHUNK_MB",
     "NOISE_BLOCK",
     "SPLITS",
     "IWEstimate",
@@ -76,6 +81,7 @@ __all__ = [
     "example_noise",
     "bytes_per_pair",
     "pairs_per_chunk",
+    "chunk_budget_mb",
     "plan_chunks",
     "importance_weighted",
     "mean_se",

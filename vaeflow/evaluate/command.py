@@ -22,6 +22,7 @@ from vaeflow.data import binarize_fixed
 from vaeflow.errors import ConfigError, DataError
 from vaeflow.evaluate.estimator import (
     _stream_seed,
+    chunk_budget_mb,
     importance_weighted,
     keep_freed_memory,
     mean_se,
@@ -54,7 +55,10 @@ def _check(cfg: DictConfig) -> None:
         (split in SPLITS, f"split={split}: use test, val or train"),
         (cfg.checkpoint in CHECKPOINTS, f"checkpoint={cfg.checkpoint}: use best or last"),
         (limit is None or (isinstance(limit, int) and limit >= 0), f"limit={limit}: use null or >= 1"),
-        (cfg.memory_mb > 0, f"memory_mb={cfg.memory_mb}: the memory budget must be > 0"),
+        (
+            cfg.memory_mb is None or (isinstance(cfg.memory_mb, int | float) and cfg.memory_mb > 0),
+            f"memory_mb={cfg.memory_mb}: use null or a budget > 0 (MiB)",
+        ),
         (cfg.get("batch_size") is None or cfg.batch_size >= 1, f"batch_size={cfg.batch_size}: null or >= 1"),
         (cfg.get("threads") is None or cfg.threads >= 1, f"threads={cfg.get('threads')}: use null or >= 1"),
         (cfg.progress in ("auto", "rich", "plain"), f"progress={cfg.progress}: use auto, rich or plain"),
@@ -149,11 +153,12 @@ def evaluate(cfg: DictConfig, out_dir: str | Path, *, multirun: bool = False) ->
         images = binarize_fixed(images, seed)
     n = images.shape[0]
     dims = math.prod(data.shape)
-    max_pairs, per_pair = pairs_per_chunk(model, images[:1], float(cfg.memory_mb))
+    memory_mb = chunk_budget_mb(cfg.memory_mb, device)
+    max_pairs, per_pair = pairs_per_chunk(model, images[:1], memory_mb)
     examples, samples = plan_chunks(k, n, max_pairs, cfg.get("batch_size"))
     log.info(
         "vaeflow eval: %s (epoch %s), %s %s split: %d examples, k=%d, seed %d; device %s, %d threads; "
-        "chunks of %d examples x %d samples (%.0f KiB per pair, budget %s MiB); output %s",
+        "chunks of %d examples x %d samples (%.0f KiB per pair, budget %g MiB); output %s",
         ckpt_path,
         trained.epoch,
         dataset_cfg.name,
@@ -166,7 +171,7 @@ def evaluate(cfg: DictConfig, out_dir: str | Path, *, multirun: bool = False) ->
         examples,
         samples,
         per_pair / 1024,
-        cfg.memory_mb,
+        memory_mb,
         out_dir,
     )
 
@@ -242,7 +247,7 @@ def evaluate(cfg: DictConfig, out_dir: str | Path, *, multirun: bool = False) ->
             "samples": samples,
             "bytes_per_pair": per_pair,
             "max_pairs": max_pairs,
-            "memory_mb": cfg.memory_mb,
+            "memory_mb": memory_mb,
         },
     }
     rows = [
@@ -287,7 +292,7 @@ def evaluate(cfg: DictConfig, out_dir: str | Path, *, multirun: bool = False) ->
                 lr=float(gaps_cfg["lr"]),
                 samples=int(gaps_cfg["samples"]),
                 flow_depth=int(gaps_cfg["flow_depth"]),
-                memory_mb=float(cfg.memory_mb),
+                memory_mb=memory_mb,
                 amortized=est.select(pick) if gk == k else None,
                 progress=lambda phase, done, total: bar.update(done, phase),
             )

@@ -38,6 +38,7 @@ __all__ = [
     "example_noise",
     "bytes_per_pair",
     "pairs_per_chunk",
+    "chunk_budget_mb",
     "plan_chunks",
     "importance_weighted",
     "mean_se",
@@ -46,10 +47,14 @@ __all__ = [
 
 #: samples per noise block: the unit of the per-example noise streams (see :func:`example_noise`).
 NOISE_BLOCK = 256
-#: On the CPU a chunk's working memory stays below this, whatever the budget: larger buffers
-#: are mapped afresh by the allocator and page-faulted at every chunk (measured on the MLP
-#: benchmark model: chunks of 5,000+ pairs cost ~30% more CPU time than chunks of 4,096).
+#: A chunk's working memory on the CPU unless a budget is given: larger buffers are mapped
+#: afresh by the allocator and page-faulted at every chunk (measured on the MLP benchmark
+#: model: chunks of 5,000+ pairs cost ~30% more CPU time than chunks of 4,096). Posteriors
+#: that sample sequentially (MAF) run many small steps per chunk and gain from larger ones
+#: (maf depth 4, 2 threads: 64 MiB 6,700 samples/s, 1 GiB 16,300), hence ``memory_mb``.
 CPU_CHUNK_MB = 64
+#: A chunk's working memory on a GPU unless a budget is given.
+GPU_CHUNK_MB = 512
 
 #: ``proposal(x, start, stop) -> sample``, where ``sample(eps [n, b, D]) -> (z, log q)``
 #: draws for the examples ``start:stop`` of the evaluated set, whose images are ``x``.
@@ -208,15 +213,27 @@ def keep_freed_memory() -> bool:
         return False
 
 
+def chunk_budget_mb(memory_mb: float | None, device: torch.device) -> float:
+    r"""The working memory of one chunk in MiB: ``memory_mb`` where given, else
+    :data:`CPU_CHUNK_MB` on the CPU and :data:`GPU_CHUNK_MB` elsewhere."""
+    if memory_mb is not None:
+        return float(memory_mb)
+    return CPU_CHUNK_MB if device.type == "cpu" else GPU_CHUNK_MB
+
+
 def pairs_per_chunk(
-    model: VAE, x: Tensor, memory_mb: float, proposal: Proposal | None = None, grad: bool = False
+    model: VAE,
+    x: Tensor,
+    memory_mb: float | None = None,
+    proposal: Proposal | None = None,
+    grad: bool = False,
 ) -> tuple[int, int]:
-    r"""``(max pairs per chunk, bytes per pair)`` for a budget of ``memory_mb`` MiB (and at
-    most :data:`CPU_CHUNK_MB` on the CPU); ``grad``: with autograd, which keeps the
-    activations (counted as three times the inference memory)."""
+    r"""``(max pairs per chunk, bytes per pair)`` for a budget of ``memory_mb`` MiB (see
+    :func:`chunk_budget_mb`); ``grad``: with autograd, which keeps the activations (counted
+    as three times the inference memory)."""
     dtype, device = _model_dtype_device(model)
     per_pair = bytes_per_pair(model, x[:1].to(device, dtype), proposal) * (3 if grad else 1)
-    budget = memory_mb if device.type != "cpu" else min(memory_mb, CPU_CHUNK_MB)
+    budget = chunk_budget_mb(memory_mb, device)
     return max(1, int(budget * 2**20) // per_pair), per_pair
 
 
@@ -263,7 +280,7 @@ def importance_weighted(
     seed: int = 0,
     ids: Sequence[int] | Tensor | None = None,
     proposal: Proposal | None = None,
-    memory_mb: float = 512,
+    memory_mb: float | None = None,
     max_pairs: int | None = None,
     batch_size: int | None = None,
     progress: Callable[[int, int], None] | None = None,

@@ -189,7 +189,7 @@ def inference_gaps(
     lr: float = 0.03,
     samples: int = 16,
     flow_depth: int = 4,
-    memory_mb: float = 512,
+    memory_mb: float | None = None,
     amortized: IWEstimate | None = None,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:

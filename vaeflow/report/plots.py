@@ -175,9 +175,7 @@ def plot_curves(runs: Sequence[Run], path: str | Path, title: str | None = None)
                     label=None if label in seen else label,
                 )
                 seen.add(label)
-        for r in with_curves:
-            if panel_of(r) != panel:
-                continue
+        for r in members:
             points = [(h["epoch"], h["val/elbo"]) for h in r.history if _finite(h.get("val/elbo"))]
             color = "#555555" if r.depth == 0 else cmap(0.05 + 0.75 * math.log2(r.depth) / span)
             ls = {"running": "--", "failed": ":", "incomplete": ":"}.get(r.status, "-")
