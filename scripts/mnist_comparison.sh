@@ -14,7 +14,7 @@
 # finished run without an evaluation is evaluated. Each row logs to OUT_DIR/<row>.log.
 # EVAL_LIMIT=N evaluates a seeded subset of N test images (`vaeflow eval ... limit=N`), for a
 # first look; the README's rows are on the full test set. maf4 samples sequentially and is
-# evaluated in larger chunks (memory_mb=1024: ~1h40m at one thread, 50m at two).
+# evaluated in larger chunks (memory_mb=1024: about 75 minutes at one thread, 1 hour at two).
 set -euo pipefail
 
 DATA=${1:-../shared/data/binarized_mnist}

@@ -25,9 +25,10 @@ slices of one example's k samples when k is large; on the CPU a chunk stays belo
 :data:`CPU_CHUNK_MB`, where its buffers are reused from cache and heap, unless
 ``memory_mb`` gives another budget (sequential samplers such as MAF gain from larger ones).
 Chunks are reduced with a running ``logsumexp`` in float64, so peak memory is bounded
-whatever k is. The standard normal noise of sample i of example j comes from its own stream, seeded by ``(seed, j, i // NOISE_BLOCK)``
-(:func:`example_noise`), so the estimate of an example does not depend on the chunk
-size, the batch size or which other examples are evaluated; only float rounding does.
+whatever k is. The standard normal noise of sample i of example j comes from its own
+stream, seeded by ``(seed, j, i // NOISE_BLOCK)`` (:func:`example_noise`), so the
+estimate of an example does not depend on the chunk size, the batch size or which other
+examples are evaluated; only float rounding does.
 
 **Inference gaps** (Cremer et al., 2018). With :math:`q^*` the best posterior of a family
 for one example (optimized locally, not amortized),
