@@ -123,20 +123,17 @@ def _references(run: Run, baselines: Sequence[Run], settings: dict[int, str]) ->
     ``posterior.variant``, do not part it from its baselines), each with the items of its
     setting that ``run``'s lacks."""
 
-    def items(r: Run) -> set[str]:
-        return set(settings[id(r)].split())
-
-    mine = items(run)
-    shared = [len(items(b) & mine) for b in baselines]
-    most = max(shared, default=0)
-    return [(b, sorted(items(b) - mine)) for b, n in zip(baselines, shared) if n == most]
+    mine = set(settings[id(run)].split())
+    theirs = [set(settings[id(b)].split()) for b in baselines]
+    most = max((len(t & mine) for t in theirs), default=0)
+    return [(b, sorted(t - mine)) for b, t in zip(baselines, theirs) if len(t & mine) == most]
 
 
 def plot_curves(runs: Sequence[Run], path: str | Path, title: str | None = None) -> Path:
     r"""Validation ELBO over epochs: one panel per family (and setting), one line per run
     coloured by depth; runs still training dashed, failed ones dotted; a dot at each run's
     best epoch; the families without flow steps in grey, dashed, in every flow family's
-    panel: those of the panel's setting, or all of them where none shares it."""
+    panel: those whose setting is closest to the panel's (see :func:`_references`)."""
     from matplotlib import colormaps
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
