@@ -6,8 +6,9 @@ trained with the default optimizer of ``conf/optim`` on statically binarized MNI
 ``../shared/data/binarized_mnist`` (random binary images of the same shape when it is not
 there; the output says which). For every family::
 
-    images/s      training throughput of vaeflow's own ``Trainer.train_step``: the median
-                  of timed windows of steps after a warm-up
+    images/s      training throughput of vaeflow's own ``Trainer.train_batch`` (the loop's
+                  step with its statistics and non-finite guard): the median of timed
+                  windows of steps after a warm-up
     MFLOP/step    matrix-product FLOPs of one step's forward and backward
                   (``torch.utils.flop_counter``; elementwise work and the optimizer are not counted)
     % matmul      FLOP/s of training over the float32 matmul throughput of this machine,
@@ -34,7 +35,10 @@ that both see the same load. A table on the terminal and a JSON file::
     python scripts/bench.py --device cuda --batch-size 1000   # on a GPU
 
 On a machine shared with other processes the figures drop, and two threads drop most:
-check the load (``uptime``) and repeat.
+check the load (``uptime``) and repeat. The parts live in ``scripts/benchkit/``: the
+machine's limits (``machine``), the data (``data``), the two implementations
+(``subjects``), one measurement (``measure``) and the tables (``table``); this file is the
+command line and the driver.
 
 References:
     | Importance Weighted Autoencoders (Burda et al., 2016) https://arxiv.org/abs/1509.00519
@@ -46,68 +50,29 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import os
 import platform
-import resource
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import traceback
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
-from vaeflow.data import BatchLoader, DataSplits, Split, load_dataset
-from vaeflow.posteriors import POSTERIORS
-from vaeflow.train import seed_everything
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchkit and pyro_models, however this is run
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "binarized_mnist"
-INPUT_SHAPE = (1, 28, 28)
+from benchkit.data import DEFAULT_DATA, load_splits  # noqa: E402
+from benchkit.machine import load_avg, matmul_flops_per_s  # noqa: E402
+from benchkit.measure import measure_seed, merge  # noqa: E402
+from benchkit.table import compare, report  # noqa: E402
+
+from vaeflow.posteriors import POSTERIORS  # noqa: E402
+
 #: the order of the table: the families without flow steps, then the flows.
 ORDER = ("mean_field", "full_cov", "autoregressive", "iaf", "maf", "realnvp", "planar", "radial",
          "householder", "sylvester")  # fmt: skip
 PYRO_FAMILIES = ("mean_field", "planar", "radial", "householder", "iaf")
-
-
-# ------------------------------------------------------------------------------ helpers
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def matmul_flops_per_s(size: int, seconds: float, device: torch.device) -> float:
-    r"""Best float32 FLOP/s of ``[size, size] @ [size, size]`` over ``seconds``."""
-    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
-    out = torch.empty(size, size, device=device)
-    torch.mm(a, b, out=out)
-    best, start = 0.0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        sync(device)
-        t = time.perf_counter()
-        torch.mm(a, b, out=out)
-        sync(device)
-        best = max(best, 2 * size**3 / (time.perf_counter() - t))
-    return best
-
-
-def load_avg() -> float | None:
-    try:
-        return os.getloadavg()[0]
-    except OSError:
-        return None
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def families(spec: str | None) -> list[str]:
@@ -119,372 +84,6 @@ def families(spec: str | None) -> list[str]:
     if unknown:
         raise SystemExit(f"--families: unknown {', '.join(unknown)}; choose from {', '.join(names)}")
     return chosen
-
-
-def load_splits(args: argparse.Namespace) -> tuple[DataSplits, str]:
-    r"""Static binarized MNIST from ``--data-root``, or seeded random binary images."""
-    root = Path(args.data_root).expanduser()
-    if not args.random_data and (root / "binarized_mnist_train.amat").is_file():
-        data = load_dataset({"name": "binarized_mnist", "root": str(root), "download": False})
-        return data, f"binarized_mnist ({root})"
-    g = torch.Generator().manual_seed(12345)
-    sizes = {"train": args.random_train, "val": 1000, "test": 1000}
-    splits = {
-        k: Split(torch.bernoulli(torch.full((n, *INPUT_SHAPE), 0.13), generator=g)) for k, n in sizes.items()
-    }
-    why = "--random-data" if args.random_data else f"{root} not found"
-    return DataSplits("random", **splits), f"RANDOM binary images, p=0.13 ({why}): ELBOs are not MNIST's"
-
-
-def val_subset(data: DataSplits, n: int) -> torch.Tensor:
-    images = data.val.images
-    if n <= 0 or n >= images.shape[0]:
-        return images
-    return images[torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(0))[:n]]
-
-
-def cycle(loader: BatchLoader) -> Iterator[torch.Tensor]:
-    while True:
-        yield from loader.epoch()
-
-
-# ------------------------------------------------------------------------------ the two implementations
-
-
-class Subject:
-    r"""One model under test: ``step(x)`` trains on a batch and returns ``[rec, kl]`` sums
-    (or ``None`` for a skipped step); ``loss(x)`` is the differentiable objective;
-    ``val_elbo(images)`` and ``iw(images, k)`` evaluate."""
-
-    model: torch.nn.Module
-    loader: BatchLoader
-    step: Callable[[torch.Tensor], torch.Tensor | None]
-    loss: Callable[[torch.Tensor], torch.Tensor]
-    val_elbo: Callable[[torch.Tensor], float]
-    iw: Callable[[torch.Tensor, int], None]
-    iw_path: str
-    close: Callable[[], None] = staticmethod(lambda: None)
-
-
-def vaeflow_config(args: argparse.Namespace, family: str, real_data: bool):
-    from hydra import compose, initialize_config_module
-    from omegaconf import open_dict
-
-    hidden = ",".join(str(w) for w in args.hidden)
-    overrides = [
-        f"posterior={family}",
-        f"model.latent_dim={args.latent_dim}",
-        f"encoder.hidden_dims=[{hidden}]",
-        f"decoder.hidden_dims=[{','.join(str(w) for w in args.hidden[::-1])}]",
-        f"trainer.batch_size={args.batch_size}",
-        f"trainer.threads={args.threads}" if args.device == "cpu" else "trainer.threads=null",
-        f"trainer.device={args.device}",
-        "trainer.images=0",
-        "trainer.iw_every=0",
-        "trainer.progress=plain",
-        f"seed={args.seed}",
-    ]
-    if real_data:
-        overrides += ["dataset=binarized_mnist", f"dataset.root={args.data_root}"]
-    if args.optim:
-        overrides.append(f"optim={args.optim}")
-    with initialize_config_module(config_module="vaeflow.conf", version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides)
-    with open_dict(cfg):
-        if "depth" in cfg.posterior:
-            cfg.posterior.depth = args.depth
-        if args.lr is not None:
-            cfg.optim.lr = args.lr
-        if args.optim_impl != "config":
-            cfg.optim.foreach = args.optim_impl == "foreach"
-            cfg.optim.fused = True if args.optim_impl == "fused" else None
-        if args.compile is not None and "compile" in cfg.trainer:
-            cfg.trainer.compile = args.compile
-    return cfg
-
-
-def vaeflow_subject(args: argparse.Namespace, family: str, data: DataSplits, real_data: bool) -> Subject:
-    from vaeflow.objectives import elbo, training_loss
-    from vaeflow.train import Trainer, evaluate_elbo
-
-    cfg = vaeflow_config(args, family, real_data)
-    tmp = tempfile.TemporaryDirectory(prefix="vaeflow-bench-")
-    trainer = Trainer(cfg, tmp.name, data=data)
-    trainer.beta = 1.0
-    model = trainer.model
-    s = Subject()
-    s.model, s.loader = model, trainer.train_loader
-
-    def step(x: torch.Tensor) -> torch.Tensor | None:
-        values = trainer.train_step(x)
-        return None if values is None else values[:2]
-
-    def loss(x: torch.Tensor) -> torch.Tensor:
-        return training_loss(elbo(model, x, trainer.kl), 1.0, 0.0, model.latent_dim)
-
-    def val_elbo(images: torch.Tensor) -> float:
-        torch.manual_seed(args.seed + 1)
-        loader = BatchLoader(Split(images), 500, device=trainer.device)
-        return evaluate_elbo(model, loader, trainer.kl)["elbo"]
-
-    try:
-        from vaeflow.evaluate import importance_weighted
-
-        def iw(images: torch.Tensor, k: int) -> None:
-            importance_weighted(model, images, k)
-
-        s.iw_path = "vaeflow.evaluate.importance_weighted"
-    except ImportError:  # an older tree without vaeflow eval
-        from vaeflow.train import evaluate_iw_nll
-
-        def iw(images: torch.Tensor, k: int) -> None:
-            evaluate_iw_nll(model, images, k, batch_size=images.shape[0])
-
-        s.iw_path = "vaeflow.train.evaluate_iw_nll"
-
-    def close() -> None:
-        trainer.writer.close()
-        tmp.cleanup()
-
-    s.step, s.loss, s.val_elbo, s.iw, s.close = step, loss, val_elbo, iw, close
-    return s
-
-
-def pyro_subject(args: argparse.Namespace, family: str, data: DataSplits) -> Subject:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from pyro_models import build_pyro_vae
-
-    device = torch.device(args.device)
-    if args.device == "cpu":
-        torch.set_num_threads(args.threads)
-    seed_everything(args.seed)
-    iaf_hidden = _iaf_hidden(args)
-    model = build_pyro_vae(family, args.latent_dim, args.hidden, args.depth, 784, iaf_hidden).to(device)
-    optim = _optim_settings(args)
-    kwargs = {k: optim[k] for k in ("lr", "eps", "weight_decay") if k in optim}
-    kwargs["betas"] = tuple(optim.get("betas", (0.9, 0.999)))
-    if args.pyro_optim_impl != "default":
-        kwargs["foreach"] = args.pyro_optim_impl == "foreach"
-        if args.pyro_optim_impl == "fused":
-            kwargs["fused"] = True
-    optimizer = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax}[optim["name"]](
-        model.parameters(), **kwargs
-    )
-    if args.pyro_no_validation:
-        import pyro
-
-        pyro.enable_validation(False)  # pyro (and torch.distributions) check arguments by default
-    s = Subject()
-    s.model = model
-    s.loader = BatchLoader(data.train, args.batch_size, shuffle=True, seed=args.seed, device=device)
-
-    def step(x: torch.Tensor) -> torch.Tensor | None:
-        loss, rec, kl = model.loss(x)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return torch.stack([rec.detach().sum(), kl.detach().sum()]).double().cpu()
-
-    def val_elbo(images: torch.Tensor) -> float:
-        torch.manual_seed(args.seed + 1)
-        total = 0.0
-        with torch.inference_mode():
-            for start in range(0, images.shape[0], 500):
-                rec, kl = model.elbo_terms(images[start : start + 500].to(device))
-                total += (rec - kl).double().sum().item()
-        return total / images.shape[0]
-
-    def iw(images: torch.Tensor, k: int) -> None:
-        chunk = max(1, min(k, args.pyro_iw_pairs // images.shape[0]))
-        with torch.inference_mode():
-            model.iwae_bound(images.to(device), k, chunk)
-
-    s.step, s.loss, s.val_elbo, s.iw = step, lambda x: model.loss(x)[0], val_elbo, iw
-    s.iw_path = f"pyro_models.PyroVAE.iwae_bound (chunks of {args.pyro_iw_pairs:,} pairs)"
-    return s
-
-
-def _optim_settings(args: argparse.Namespace) -> dict[str, Any]:
-    import yaml
-
-    name = args.optim or "adam"
-    optim = yaml.safe_load((ROOT / "conf" / "optim" / f"{name}.yaml").read_text())
-    if args.lr is not None:
-        optim["lr"] = args.lr
-    return optim
-
-
-def _iaf_hidden(args: argparse.Namespace) -> list[int] | None:
-    if args.pyro_iaf_hidden == "pyro":
-        return None
-    if args.pyro_iaf_hidden == "match":
-        import yaml
-
-        return list(yaml.safe_load((ROOT / "conf" / "posterior" / "iaf.yaml").read_text())["hidden_dims"])
-    return [int(w) for w in args.pyro_iaf_hidden.split(",")]
-
-
-# ------------------------------------------------------------------------------ one measurement
-
-
-def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    r"""One row from the runs of several seeds: images/s is the median of every timed
-    window, the ELBOs are means over seeds (with their standard error), the peak RSS the
-    largest; FLOPs and IW figures come from the first seed."""
-    failed = [r for r in runs if "error" in r]
-    if failed:
-        return failed[0]
-    result = dict(runs[0])
-    windows = [w for r in runs for w in r["images_per_s_windows"]]
-    result["images_per_s_windows"] = windows
-    result["images_per_s"] = statistics.median(windows) if windows else None
-    result["seeds"] = [
-        {k: r[k] for k in ("seed", "images_per_s", "train_elbo", "val_elbo", "skipped_steps")} for r in runs
-    ]
-    for key in ("train_elbo", "train_rec", "train_kl", "val_elbo"):
-        values = [r[key] for r in runs]
-        result[key] = statistics.fmean(values)
-        if len(values) > 1:
-            result[f"{key}_se"] = statistics.stdev(values) / math.sqrt(len(values))
-    result["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
-    return result
-
-
-class Training:
-    r"""The training run of one subject: its batches, the ELBO of its last steps, and the
-    images/s of its timed windows."""
-
-    def __init__(self, args: argparse.Namespace, subject: Subject) -> None:
-        self.args, self.subject = args, subject
-        self.batches = cycle(subject.loader)
-        self.done, self.skipped, self.tail_seen = 0, 0, 0
-        self.tail = max(1, min(args.steps // 5, 100))
-        self.sums = torch.zeros(2, dtype=torch.float64)
-        self.rates: list[float] = []
-        self.seconds = 0.0
-
-    def run(self, steps: int, timed: bool) -> None:
-        device = torch.device(self.args.device)
-        sync(device)
-        start = time.perf_counter()
-        for _ in range(steps):
-            x = next(self.batches)
-            values = self.subject.step(x)
-            if values is None:
-                self.skipped += 1
-            elif self.done >= self.args.steps - self.tail:
-                self.sums += values
-                self.tail_seen += x.shape[0]
-            self.done += 1
-        sync(device)
-        seconds = time.perf_counter() - start
-        self.seconds += seconds
-        if timed and steps:
-            self.rates.append(steps * self.args.batch_size / seconds)
-
-
-def measure_seed(args: argparse.Namespace, impls: list[str], family: str, extras: bool = True) -> list[dict]:
-    r"""Trains ``family`` as each implementation in ``impls`` for ``--steps`` steps from
-    ``args.seed`` and measures it; several implementations take turns window by window, so
-    that they see the same load. ``extras``: also the FLOPs and the importance-weighted
-    evaluation."""
-    device = torch.device(args.device)
-    if args.device == "cpu":
-        torch.set_num_threads(args.threads)
-    data, data_desc = load_splits(args)
-    real = data.name == "binarized_mnist"
-    subjects = []
-    try:
-        for impl in impls:
-            make = pyro_subject if impl == "pyro" else vaeflow_subject
-            subjects.append(make(args, family, data) if impl == "pyro" else make(args, family, data, real))
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        runs = [Training(args, s) for s in subjects]
-        for run in runs:
-            run.run(args.warmup, timed=False)
-        windows = (args.steps - args.warmup) // args.window
-        for _ in range(windows):
-            for run in runs:
-                run.run(args.window, timed=True)
-        for run in runs:
-            run.run(args.steps - run.done, timed=False)
-
-        images = val_subset(data, args.val_images).to(device)
-        results = []
-        for impl, subject, run in zip(impls, subjects, runs):
-            rec, kl = (run.sums / max(run.tail_seen, 1)).tolist()
-            result: dict[str, Any] = {
-                "impl": impl,
-                "family": family,
-                "seed": args.seed,
-                "parameters": sum(p.numel() for p in subject.model.parameters()),
-                "images_per_s": statistics.median(run.rates) if run.rates else None,
-                "images_per_s_windows": run.rates,
-                "train_seconds": run.seconds,
-                "steps": run.done,
-                "skipped_steps": run.skipped,
-                "train_elbo": rec - kl,
-                "train_rec": rec,
-                "train_kl": kl,
-                "train_elbo_steps": run.tail,
-                "data": data_desc,
-                "val_elbo": subject.val_elbo(images),
-                "val_images": images.shape[0],
-            }
-            if extras:
-                x = next(run.batches)
-                with FlopCounterMode(display=False) as counter:
-                    subject.loss(x).backward()
-                subject.model.zero_grad(set_to_none=True)
-                result["flops_per_step"] = counter.get_total_flops()
-                if args.iw_k > 0:
-                    result |= measure_iw(args, subject, images[: args.iw_examples], device)
-            results.append(result)
-        for result in results:
-            result["peak_rss_mb"] = peak_rss_mb()
-            result["peak_rss_of"] = "+".join(impls)
-            if device.type == "cuda":
-                result["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
-        return results
-    finally:
-        for subject in subjects:
-            subject.close()
-
-
-def measure_iw(args: argparse.Namespace, subject: Subject, x: torch.Tensor, device: torch.device) -> dict:
-    r"""Importance-weighted evaluation: samples/s (median of repeats) and FLOPs per sample."""
-    k = args.iw_k
-    model = subject.model
-    model.eval()
-    counts = []
-    for kk in (64, 128):  # FLOPs per sample and per example, from two counts
-        with FlopCounterMode(display=False) as counter:
-            subject.iw(x[:2], kk)
-        counts.append(counter.get_total_flops())
-    per_sample = (counts[1] - counts[0]) / (2 * 64)
-    per_example = max(counts[0] / 2 - 64 * per_sample, 0.0)
-    subject.iw(x[:1], min(k, 256))  # warm-up
-    rates = []
-    started = time.perf_counter()
-    for _ in range(args.iw_repeats):
-        sync(device)
-        t = time.perf_counter()
-        subject.iw(x, k)
-        sync(device)
-        rates.append(x.shape[0] * k / (time.perf_counter() - t))
-        if time.perf_counter() - started > args.iw_max_seconds:
-            break
-    model.train()
-    rate = statistics.median(rates)
-    return {
-        "iw_k": k,
-        "iw_examples": x.shape[0],
-        "iw_samples_per_s": rate,
-        "iw_samples_per_s_runs": rates,
-        "iw_flops_per_sample": per_sample + per_example / k,
-        "iw_path": subject.iw_path,
-    }
 
 
 # ------------------------------------------------------------------------------ the driver
@@ -525,124 +124,6 @@ def pyro_available() -> str | None:
     except ImportError as e:
         return f"pyro-ppl is not installed ({e.msg}); pip install 'vaeflow[bench]'"
     return None
-
-
-def _fmt(value: Any, spec: str, missing: str = "-") -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return missing
-    return format(value, spec)
-
-
-def _elbo(r: dict[str, Any], key: str) -> str:
-    se = r.get(f"{key}_se")
-    return f"{r[key]:.2f}" + (f" ±{se:.2f}" if se is not None else "")
-
-
-def print_table(rows: list[list[str]]) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for i, row in enumerate(rows):
-        print("  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(row, widths))))
-        if i == 0:
-            print("-" * (sum(widths) + 2 * (len(widths) - 1)))
-
-
-def report(result: dict[str, Any]) -> None:
-    print(
-        f"\nvaeflow bench: MLP VAE 784-{'-'.join(map(str, result['hidden']))}, latent {result['latent_dim']}, "
-        f"batch {result['batch_size']}, depth {result['depth']}; {result['device']}, {result['threads']} threads; "
-        f"{result['steps']} steps"
-    )
-    print(f"data: {result['data']}")
-    mm = result["matmul_flops_per_s"]
-    print(
-        f"float32 matmul limit ({mm['size']}^3): {mm['before'] / 1e9:.1f} / {mm['after'] / 1e9:.1f} GFLOP/s "
-        f"(before / after; {mm['used'] / 1e9:.1f} used); load average {result['load_before']} -> {result['load_after']}"
-    )
-    header = ["family", "impl", "params", "img/s", "MFLOP/step", "% matmul", "train ELBO", "val ELBO",
-              "IW smp/s", "IW %", "RSS MiB"]  # fmt: skip
-    rows = [header]
-    for r in result["runs"]:
-        if "error" in r:
-            rows.append([r["family"], r["impl"], "error: " + r["error"][:60]] + [""] * (len(header) - 3))
-            continue
-        rows.append(
-            [
-                r["family"],
-                r["impl"],
-                f"{r['parameters'] / 1e6:.2f}M",
-                _fmt(r["images_per_s"], ",.0f"),
-                f"{r['flops_per_step'] / 1e6:.0f}",
-                _fmt(r.get("train_fraction") and 100 * r["train_fraction"], ".0f"),
-                _elbo(r, "train_elbo"),
-                _elbo(r, "val_elbo"),
-                _fmt(r.get("iw_samples_per_s"), ",.0f"),
-                _fmt(r.get("iw_fraction") and 100 * r["iw_fraction"], ".0f"),
-                f"{r['peak_rss_mb']:.0f}",
-            ]
-        )
-    print()
-    print_table(rows)
-    if result["comparison"]:
-        seeds = f", mean ± standard error over {result['seeds']} seeds" if result["seeds"] > 1 else ""
-        print(
-            f"\nvaeflow against pyro-ppl ({result['steps']} steps each on the same batches, same optimizer "
-            f"settings; ELBO of {result['val_images']} validation images{seeds}):"
-        )
-        rows = [["family", "vaeflow img/s", "pyro img/s", "ratio", "vaeflow ELBO", "pyro ELBO", "ELBO diff",
-                 "IW ratio"]]  # fmt: skip
-        for c in result["comparison"]:
-            rows.append(
-                [
-                    c["family"],
-                    _fmt(c["vaeflow_images_per_s"], ",.0f"),
-                    _fmt(c["pyro_images_per_s"], ",.0f"),
-                    _fmt(c["speedup"], ".2f") + "x",
-                    _fmt(c["vaeflow_val_elbo"], ".2f"),
-                    _fmt(c["pyro_val_elbo"], ".2f"),
-                    _fmt(c["val_elbo_diff"], "+.2f")
-                    + (f" ±{c['val_elbo_diff_se']:.2f}" if c["val_elbo_diff_se"] else ""),
-                    _fmt(c["iw_speedup"], ".2f") + ("x" if c["iw_speedup"] else ""),
-                ]
-            )
-        print_table(rows)
-    elif result.get("pyro_skipped"):
-        print(f"\npyro comparison skipped: {result['pyro_skipped']}")
-
-
-def _paired_se(v: dict[str, Any], p: dict[str, Any]) -> float | None:
-    r"""Standard error of the mean ELBO difference over seeds (the same seed gives both the
-    same batches), or ``None`` with one seed."""
-    diffs = [a["val_elbo"] - b["val_elbo"] for a, b in zip(v.get("seeds", []), p.get("seeds", []))]
-    return statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else None
-
-
-def compare(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    by = {(r["impl"], r["family"]): r for r in runs if "error" not in r}
-    out = []
-    for (impl, family), p in by.items():
-        v = by.get(("vaeflow", family))
-        if impl != "pyro" or v is None:
-            continue
-        iw = (v.get("iw_samples_per_s") or 0) / p["iw_samples_per_s"] if p.get("iw_samples_per_s") else None
-        out.append(
-            {
-                "family": family,
-                "vaeflow_images_per_s": v["images_per_s"],
-                "pyro_images_per_s": p["images_per_s"],
-                "speedup": v["images_per_s"] / p["images_per_s"],
-                "vaeflow_train_elbo": v["train_elbo"],
-                "pyro_train_elbo": p["train_elbo"],
-                "vaeflow_val_elbo": v["val_elbo"],
-                "pyro_val_elbo": p["val_elbo"],
-                "val_elbo_diff": v["val_elbo"] - p["val_elbo"],
-                "val_elbo_diff_se": _paired_se(v, p),
-                "seeds": len(v.get("seeds", [])),
-                "vaeflow_flops_per_step": v["flops_per_step"],
-                "pyro_flops_per_step": p["flops_per_step"],
-                "iw_speedup": iw,
-            }
-        )
-    return out
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -750,7 +231,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     pyro_skipped = "--no-pyro" if args.no_pyro else pyro_available()
     _, data_desc = load_splits(args)
     load_before = load_avg()
-    before = matmul_flops_per_s(args.matmul_size, args.matmul_seconds, device)
+    before = matmul_flops_per_s(args.matmul_size, args.matmul_seconds, device)[0]
     runs = []
     for family in names:
         impls = ["vaeflow"] + (["pyro"] if family in PYRO_FAMILIES and not pyro_skipped else [])
@@ -763,7 +244,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 for r in run_one(args, argv, group, family, args.seed + i, extras=i == 0):
                     by_impl[r["impl"]].append(r)
         runs += [merge(by_impl[impl]) for impl in impls]
-    after = matmul_flops_per_s(args.matmul_size, args.matmul_seconds, device)
+    after = matmul_flops_per_s(args.matmul_size, args.matmul_seconds, device)[0]
     limit = max(before, after)
     for r in runs:
         if "error" in r:

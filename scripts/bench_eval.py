@@ -25,67 +25,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
-import resource
 import statistics
-import time
+import sys
 from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from vaeflow.evaluate import importance_weighted, keep_freed_memory, pairs_per_chunk, plan_chunks
-from vaeflow.model import build_model
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchkit, however this is run
+
+from benchkit.machine import matmul_flops_per_s, peak_rss_mb, timed  # noqa: E402
+
+from vaeflow.evaluate import importance_weighted, keep_freed_memory, pairs_per_chunk, plan_chunks  # noqa: E402
+from vaeflow.model import build_model  # noqa: E402
 
 INPUT_SHAPE = (1, 28, 28)
-
-
-def _cpu_seconds() -> tuple[float, float] | None:
-    r"""(busy CPU seconds of the whole machine, CPU seconds of this process), or None."""
-    try:
-        with open("/proc/stat") as f:
-            ticks = [int(v) for v in f.readline().split()[1:]]
-    except OSError:
-        return None
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    busy = (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
-    return busy, usage.ru_utime + usage.ru_stime
-
-
-def timed(function, device: torch.device) -> tuple[float, float | None]:
-    r"""``(seconds, cores the other processes kept busy meanwhile)`` of one call."""
-    _sync(device)
-    before, start = _cpu_seconds(), time.perf_counter()
-    function()
-    _sync(device)
-    seconds, after = time.perf_counter() - start, _cpu_seconds()
-    if before is None or after is None:
-        return seconds, None
-    others = (after[0] - before[0]) - (after[1] - before[1])
-    return seconds, max(others, 0.0) / seconds
-
-
-def matmul_flops_per_s(
-    size: int, seconds: float, device: torch.device, clean: float = float("inf")
-) -> tuple[float, float | None]:
-    r"""Best float32 FLOP/s of ``[size, size] @ [size, size]`` over ``seconds`` (products
-    during which the others used fewer than ``clean`` cores), and the others' load then."""
-    a = torch.randn(size, size, device=device)
-    b = torch.randn(size, size, device=device)
-    out = torch.empty(size, size, device=device)
-    torch.mm(a, b, out=out)
-    best, load, start = 0.0, None, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        t, others = timed(lambda: torch.mm(a, b, out=out), device)
-        if (others is None or others < clean) and 2 * size**3 / t > best:
-            best, load = 2 * size**3 / t, others
-    return best, load
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def model_config(args: argparse.Namespace) -> dict:
@@ -231,7 +186,7 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "settings": rows,
         "best": best,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
     }
 
     print(

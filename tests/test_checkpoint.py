@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from vaeflow.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
+from vaeflow.checkpoint import load_checkpoint, save_atomic
 from vaeflow.errors import CheckpointError
+from vaeflow.randomness import global_rng_state, restore_global_rng
 
 
 class Payload:
@@ -75,8 +76,8 @@ def test_rng_state_round_trip_through_a_safe_load(tmp_path: Path):
 
     import numpy as np
 
-    state = rng_state()
+    state = global_rng_state()
     expected = (random.random(), np.random.rand(), torch.rand(1).item())
     save_atomic({"model": {}, "config": {}, "rng": state}, tmp_path / "c.pt")
-    set_rng_state(load_checkpoint(tmp_path / "c.pt")["rng"])
+    assert restore_global_rng(load_checkpoint(tmp_path / "c.pt")["rng"]) == []
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected

@@ -29,7 +29,6 @@ from vaeflow.evaluate import (
     LocalPosterior,
     chunk_budget_mb,
     evaluate,
-    example_noise,
     importance_weighted,
     inference_gaps,
     pairs_per_chunk,
@@ -39,6 +38,7 @@ from vaeflow.evaluate import (
 from vaeflow.model import VAE, build_model
 from vaeflow.posteriors.mean_field import MeanField
 from vaeflow.priors import StandardNormal
+from vaeflow.randomness import example_noise
 
 # ----------------------------------------------------------------------------------------
 # Test-local models
@@ -232,7 +232,7 @@ def test_fixed_seed_repeats_and_examples_are_independent_of_the_subset():
     assert torch.allclose(sub.log_px, a.log_px[pick], atol=1e-10, rtol=0)
 
 
-def test_noise_blocks_do_not_depend_on_the_range_asked_for():
+def test_noise_does_not_depend_on_the_range_asked_for():
     whole = example_noise([3, 9], 0, 600, 4, seed=2)
     part = example_noise([9], 250, 530, 4, seed=2)
     assert torch.equal(part[:, 0], whole[250:530, 1])
@@ -330,7 +330,7 @@ def test_gaps_on_linear_gaussian_match_closed_form():
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
-    from vaeflow.train import train
+    from vaeflow.training import train
 
     GlobalHydra.instance().clear()
     with initialize_config_module("vaeflow.conf", version_base="1.3"):

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from vaeflow.errors import CheckpointError
-from vaeflow.train import Interrupted, Trainer, train
+from vaeflow.training import Hook, Interrupted, train
 
 FAST = ["trainer.progress=plain", "trainer.iw_k=4", "trainer.images=0", "trainer.threads=1"]
 # dynamic binarization, warm-up, several samples and early-stopping state all take part
@@ -21,16 +21,15 @@ RUN = ["trainer.max_epochs=3", "objective.warmup_epochs=2", "objective.samples=2
        "posterior.depth=2", "posterior.hidden_dims=[32]", *FAST]  # fmt: skip
 
 
-def interrupt_at(monkeypatch, step: int) -> None:
-    real = Trainer.train_step
+class InterruptAt(Hook):
+    """Sends the run what SIGTERM's handler would, right after step ``step``."""
 
-    def train_step(self, x):
-        values = real(self, x)
-        if self.step == step:
-            self.stop_signal = signal.SIGTERM
-        return values
+    def __init__(self, step: int) -> None:
+        self.step = step
 
-    monkeypatch.setattr(Trainer, "train_step", train_step)
+    def on_batch(self, trainer) -> None:
+        if trainer.state.step == self.step:
+            trainer.stop.signal = signal.SIGTERM
 
 
 def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -38,14 +37,12 @@ def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("stop_step", [13, 20])  # at an epoch's end and inside an epoch
-def test_interrupted_and_resumed_equals_uninterrupted(compose_train, tmp_path, monkeypatch, stop_step):
+def test_interrupted_and_resumed_equals_uninterrupted(compose_train, tmp_path, stop_step):
     reference = train(compose_train(*RUN), tmp_path / "a")
 
-    with monkeypatch.context() as patch:
-        interrupt_at(patch, stop_step)
-        expected = rf"SIGTERM: stopped at epoch \d, step {stop_step}; .*last\.pt is saved; continue with: "
-        with pytest.raises(Interrupted, match=expected + r"vaeflow train .*trainer\.resume="):
-            train(compose_train(*RUN), tmp_path / "b")
+    expected = rf"SIGTERM: stopped at epoch \d, step {stop_step}; .*last\.pt is saved; continue with: "
+    with pytest.raises(Interrupted, match=expected + r"vaeflow train .*trainer\.resume="):
+        train(compose_train(*RUN), tmp_path / "b", hooks=[InterruptAt(stop_step)])
     saved = torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=True)
     assert saved["step"] == stop_step
 
@@ -135,7 +132,7 @@ def test_kill_9_then_resume_ends_where_an_uninterrupted_run_ends(tmp_path):
 
 def test_resume_may_add_or_drop_the_final_evaluation(tmp_path):
     # +eval=true says whether the job evaluates the run when it ends, not what it trains.
-    from vaeflow.train import check_same_model
+    from vaeflow.training import check_same_model
 
     saved = {"model": {"latent_dim": 16}, "eval": True, "trainer": {"max_epochs": 100}}
     check_same_model(saved, {"model": {"latent_dim": 16}, "trainer": {"max_epochs": 500}}, tmp_path)

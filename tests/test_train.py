@@ -7,10 +7,9 @@ import math
 import pytest
 import torch
 
-import vaeflow.train as train_module
 from vaeflow.errors import ConfigError, TrainingError
-from vaeflow.objectives import ElboTerms
-from vaeflow.train import train
+from vaeflow.objectives import ElboObjective
+from vaeflow.training import train
 
 FAST = ["trainer.progress=plain", "trainer.iw_k=4", "trainer.images=0", "trainer.threads=1"]
 
@@ -34,17 +33,17 @@ def test_early_stopping_stops_after_patience(compose_train, tmp_path):
 
 
 def test_non_finite_steps_are_skipped_then_stop_the_run(compose_train, tmp_path, monkeypatch):
-    real_elbo, calls = train_module.elbo, {"n": 0}
+    real_terms, calls = ElboObjective.terms, {"n": 0}
     steps_per_epoch = math.ceil(1297 / 100)
 
-    def poisoned(model, x, kl, n):  # the first epoch is clean, then every training loss is NaN
-        calls["n"] += model.training
-        terms = real_elbo(model, x, kl, n)
-        if model.training and calls["n"] > steps_per_epoch:
-            return ElboTerms(terms.rec * math.nan, terms.kl)
+    def poisoned(self, model, x, eps):  # the first epoch is clean, then every training loss is NaN
+        calls["n"] += 1
+        terms = real_terms(self, model, x, eps)
+        if calls["n"] > steps_per_epoch:
+            terms["rec"] = terms["rec"] * math.nan
         return terms
 
-    monkeypatch.setattr(train_module, "elbo", poisoned)
+    monkeypatch.setattr(ElboObjective, "terms", poisoned)
     cfg = compose_train("trainer.max_epochs=5", "trainer.max_bad_steps=3", *FAST)
     with pytest.raises(
         TrainingError, match=r"3 non-finite steps in a row at epoch 2; the last good checkpoint is .*best\.pt"

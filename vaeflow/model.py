@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from vaeflow.errors import ConfigError
+from vaeflow.checks import integer, text
 from vaeflow.likelihoods import LIKELIHOODS
 from vaeflow.nets import DECODERS, ENCODERS
 from vaeflow.posteriors import POSTERIORS
@@ -76,14 +76,32 @@ class VAE(nn.Module):
         r"""``log p(x|z)`` and ``log p(z)``, each ``[n, B]``."""
         return self.likelihood.log_prob(self.decoder(z), x), self.prior.log_prob(z)
 
-    def forward(self, x: Tensor, n: int = 1, analytic_kl: bool = False) -> Pass:
+    def forward(
+        self,
+        x: Tensor,
+        n: int = 1,
+        analytic_kl: bool = False,
+        *,
+        eps: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Pass:
         r"""The terms of ``n`` samples per example; with ``analytic_kl`` also the closed-form
-        KL, from the same evaluation of q's parameters."""
+        KL, from the same evaluation of q's parameters.
+
+        Arguments:
+            x: images ``[B, C, H, W]``.
+            n: samples per example (when ``eps`` is not given).
+            analytic_kl: also the closed-form KL (families that have one).
+            eps: the posterior's standard normal noise ``[n, B, D]``.
+            generator: where to draw ``eps`` from when it is not given.
+        """
         h = self.encoder(x)
+        if eps is None:
+            eps = self.posterior.noise(h, n, generator)
         if analytic_kl:
-            z, log_q, kl = self.posterior.sample_with_kl(h, n)
+            z, log_q, kl = self.posterior.sample_with_kl(h, eps)
         else:
-            (z, log_q), kl = self.posterior(h, n), None
+            (z, log_q), kl = self.posterior.reparameterize(h, eps), None
         log_px, log_pz = self.log_joint(z, x)
         return Pass(h, z, log_q, log_px, log_pz, kl)
 
@@ -92,14 +110,18 @@ class VAE(nn.Module):
         return self.likelihood.mean(self.decoder(z)).unflatten(-1, self.input_shape)
 
     @torch.no_grad()
-    def sample_images(self, n: int) -> Tensor:
-        r"""Mean images of ``n`` draws from the prior, ``[n, C, H, W]``."""
-        return self.decode_mean(self.prior.sample(n))
+    def sample_images(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        r"""Mean images of ``n`` draws from the prior (from ``generator``), ``[n, C, H, W]``."""
+        return self.decode_mean(self.prior.sample(n, generator))
 
     @torch.no_grad()
-    def reconstruct(self, x: Tensor) -> Tensor:
-        r"""Mean images decoded from one posterior sample per image, ``[B, C, H, W]``."""
-        z, _ = self.posterior(self.encoder(x), 1)
+    def reconstruct(
+        self, x: Tensor, eps: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> Tensor:
+        r"""Mean images decoded from one posterior sample per image, ``[B, C, H, W]``: of the
+        noise ``eps [1, B, D]``, or of noise drawn from ``generator``."""
+        h = self.encoder(x)
+        z, _ = self.posterior.reparameterize(h, self.posterior.noise(h, 1, generator) if eps is None else eps)
         return self.decode_mean(z[0])
 
 
@@ -109,12 +131,15 @@ def build_model(cfg: Mapping[str, Any], input_shape: Sequence[int]) -> VAE:
     Uses the groups ``encoder``, ``decoder``, ``posterior``, ``prior`` and the keys
     ``model.latent_dim`` and ``model.likelihood``.
     """
-    latent_dim = int(cfg["model"]["latent_dim"])
-    if latent_dim < 1:
-        raise ConfigError(f"model.latent_dim={latent_dim}: the latent space needs at least 1 dimension")
+    latent_dim = integer(
+        "model.latent_dim", cfg["model"]["latent_dim"], 1,
+        advice="the latent space needs an integer number of dimensions, at least 1",
+    )  # fmt: skip
     encoder = ENCODERS.build(cfg["encoder"], input_shape=input_shape)
     posterior = POSTERIORS.build(cfg["posterior"], latent_dim=latent_dim, feature_dim=encoder.feature_dim)
     prior = PRIORS.build(cfg["prior"], latent_dim=latent_dim)
     decoder = DECODERS.build(cfg["decoder"], latent_dim=latent_dim, output_shape=input_shape)
-    likelihood = LIKELIHOODS.build({"name": cfg["model"].get("likelihood", "bernoulli")})
+    likelihood = LIKELIHOODS.build(
+        {"name": text("model.likelihood", cfg["model"].get("likelihood", "bernoulli"))}
+    )
     return VAE(encoder, posterior, prior, decoder, likelihood, input_shape)

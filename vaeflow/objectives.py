@@ -1,4 +1,4 @@
-r"""Objectives: the ELBO with its KL estimators, KL warm-up, free bits, and the IWAE bound.
+r"""Objectives: the ELBO with its KL estimators, KL warm-up and free bits, as a training loss.
 
 .. math:: \mathcal{L}(x) = E_{q(z|x)}[\log p(x|z)] - KL(q(z|x) \| p(z)) \le \log p(x)
 
@@ -6,24 +6,21 @@ The KL is either in closed form (``analytic``; only where the posterior has one 
 the prior) or estimated by Monte Carlo on the same samples as the reconstruction term,
 ``log q(z|x) - log p(z)`` (``mc``); ``auto`` takes the closed form where it exists.
 
-.. math:: \log p(x) \ge \mathcal{L}_k(x) = E\left[\log \frac{1}{k} \sum_{i=1}^k
-    \frac{p(x, z_i)}{q(z_i|x)}\right], \quad \mathcal{L}_1 = \mathcal{L},
-
-the importance-weighted bound, computed with ``logsumexp`` in sample chunks so that
-memory stays bounded for large k.
+An objective gives the trainer two things (:class:`ElboObjective`): per-example *terms* of
+a batch from given posterior noise (the part worth compiling), and the *loss* from them;
+the trainer sums the terms into statistics it logs without knowing their names. The
+importance-weighted estimate of log p(x) is :func:`vaeflow.evaluate.importance_weighted`,
+the one estimator of validation, test and ``vaeflow eval``.
 
 References:
     | Auto-Encoding Variational Bayes (Kingma & Welling, 2014)
     | https://arxiv.org/abs/1312.6114
-    | Importance Weighted Autoencoders (Burda et al., 2016)
-    | https://arxiv.org/abs/1509.00519
     | Improved Variational Inference with Inverse Autoregressive Flow (Kingma et al., 2016),
       free bits: https://arxiv.org/abs/1606.04934
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -36,12 +33,11 @@ from vaeflow.priors import StandardNormal
 __all__ = [
     "KL_ESTIMATORS",
     "ElboTerms",
+    "ElboObjective",
     "resolve_kl",
     "elbo",
     "kl_beta",
     "training_loss",
-    "log_weights",
-    "iwae_bound",
 ]
 
 KL_ESTIMATORS = ("analytic", "mc", "auto")
@@ -80,16 +76,26 @@ def resolve_kl(estimator: str, model: VAE, family: str = "") -> str:
     return estimator
 
 
-def elbo(model: VAE, x: Tensor, kl: str = "mc", n: int = 1) -> ElboTerms:
+def elbo(
+    model: VAE,
+    x: Tensor,
+    kl: str = "mc",
+    n: int = 1,
+    *,
+    eps: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> ElboTerms:
     r"""The ELBO's terms for a batch ``x``, with ``n`` samples per example.
 
     Arguments:
         model: the VAE.
         x: images ``[B, C, H, W]``.
         kl: ``analytic`` or ``mc`` (see :func:`resolve_kl`).
-        n: samples per example.
+        n: samples per example (when ``eps`` is not given).
+        eps: the posterior noise ``[n, B, D]``.
+        generator: where to draw it from when it is not given.
     """
-    out = model(x, n, analytic_kl=kl == "analytic")
+    out = model(x, n, analytic_kl=kl == "analytic", eps=eps, generator=generator)
     rec = out.log_px.mean(0)
     if kl == "analytic":
         kl_term = out.kl
@@ -120,24 +126,24 @@ def training_loss(terms: ElboTerms, beta: float = 1.0, free_bits: float = 0.0, l
     return -(terms.rec.mean() - beta * kl)
 
 
-def log_weights(model: VAE, x: Tensor, k: int, chunk: int | None = None) -> Tensor:
-    r"""Importance log-weights ``log p(x, z_i) - log q(z_i|x)``, ``[k, B]``.
+class ElboObjective:
+    r"""The training objective: the negative ELBO with KL warm-up and free bits.
 
-    The encoder runs once; posterior sampling and the decoder run in chunks of at most
-    ``chunk`` samples per example.
+    Arguments:
+        kl: ``analytic`` or ``mc`` (resolved, :func:`resolve_kl`).
+        samples: posterior samples per example.
+        free_bits: nats per latent dimension (:func:`training_loss`).
+        latent_dim: D.
     """
-    if k < 1:
-        raise ConfigError(f"k={k}: the importance-weighted bound needs k >= 1 samples")
-    chunk = k if chunk is None else max(1, min(chunk, k))
-    h = model.encoder(x)
-    parts = []
-    for start in range(0, k, chunk):
-        z, log_q = model.posterior(h, min(chunk, k - start))
-        log_px, log_pz = model.log_joint(z, x)
-        parts.append(log_px + log_pz - log_q)
-    return torch.cat(parts, 0)
 
+    def __init__(self, kl: str, samples: int = 1, free_bits: float = 0.0, latent_dim: int = 1) -> None:
+        self.kl, self.samples, self.free_bits, self.latent_dim = kl, samples, free_bits, latent_dim
 
-def iwae_bound(model: VAE, x: Tensor, k: int, chunk: int | None = None) -> Tensor:
-    r"""``log (1/k) sum_i p(x, z_i) / q(z_i|x)`` per example, ``[B]`` (Burda et al., 2016)."""
-    return torch.logsumexp(log_weights(model, x, k, chunk), 0) - math.log(k)
+    def terms(self, model: VAE, x: Tensor, eps: Tensor) -> dict[str, Tensor]:
+        r"""Per-example ``rec``, ``kl`` and ``elbo`` ``[B]`` of the noise ``eps [samples, B, D]``."""
+        terms = elbo(model, x, self.kl, eps=eps)
+        return {"elbo": terms.elbo, "rec": terms.rec, "kl": terms.kl}
+
+    def loss(self, terms: dict[str, Tensor], beta: float) -> Tensor:
+        r"""The batch's loss, :func:`training_loss` of the terms with KL weight ``beta``."""
+        return training_loss(ElboTerms(terms["rec"], terms["kl"]), beta, self.free_bits, self.latent_dim)

@@ -30,6 +30,7 @@ class StandardNormal(nn.Module):
         r"""``log p(z)`` summed over the last dimension."""
         return standard_normal_log_prob(z)
 
-    def sample(self, n: int) -> Tensor:
-        r"""``n`` samples ``[n, D]`` on the prior's device."""
-        return torch.randn(n, self.latent_dim, device=self._anchor.device, dtype=self._anchor.dtype)
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        r"""``n`` samples ``[n, D]`` on the prior's device, from ``generator``."""
+        anchor = self._anchor
+        return torch.randn(n, self.latent_dim, generator=generator, device=anchor.device, dtype=anchor.dtype)

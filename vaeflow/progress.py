@@ -23,7 +23,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from vaeflow.errors import ConfigError
+from vaeflow.checks import choice
 
 __all__ = ["Reporter", "TaskProgress", "progress_mode"]
 
@@ -32,8 +32,7 @@ log = logging.getLogger("vaeflow")
 
 def progress_mode(setting: str, multirun: bool = False, key: str = "trainer.progress") -> str:
     r"""``auto | rich | plain`` (the value of config ``key``) -> the mode to use."""
-    if setting not in ("auto", "rich", "plain"):
-        raise ConfigError(f"{key}={setting}: use auto, rich or plain")
+    choice(key, setting, ("auto", "rich", "plain"))
     if setting == "auto":
         return "rich" if sys.stdout.isatty() and not multirun else "plain"
     return setting
@@ -96,9 +95,15 @@ class Reporter:
                 self._steps, total=self.steps_per_epoch, completed=completed, description=f"epoch {epoch}"
             )
 
-    def step(self, status: str) -> None:
+    def step(self) -> None:
+        r"""One step done (nothing is read from the device)."""
         if self._progress is not None:
-            self._progress.update(self._steps, advance=1, status=status)
+            self._progress.update(self._steps, advance=1)
+
+    def status(self, text: str) -> None:
+        r"""The status shown beside the step bar."""
+        if self._progress is not None:
+            self._progress.update(self._steps, status=text)
 
     def end_epoch(self, epoch: int, line: str) -> None:
         self.message(line)

@@ -2,7 +2,7 @@ r"""Named builders: a config group option's ``name`` picks a class, its other ke
 the class's keyword arguments.
 
 One :class:`Registry` per swappable part (dataset, encoder, decoder, posterior, prior), so
-that the error for a wrong option or key reads the same everywhere.
+that the error for a wrong option, key or value reads the same everywhere.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from vaeflow.checks import check_arguments
 from vaeflow.errors import ConfigError
 
 __all__ = ["Registry"]
@@ -46,7 +47,11 @@ class Registry:
 
     def build(self, cfg: Mapping[str, Any], **fixed: Any) -> Any:
         r"""Builds the entry named by ``cfg["name"]`` with the other keys of ``cfg`` and
-        the ``fixed`` arguments the caller supplies (sizes known only at run time)."""
+        the ``fixed`` arguments the caller supplies (sizes known only at run time).
+
+        Each key of ``cfg`` is checked against the builder's annotation of it
+        (:func:`~vaeflow.checks.check_arguments`): ``posterior.depth=2.5`` is refused, not
+        truncated."""
         options = dict(cfg)
         name = options.pop("name", None)
         if name not in self.entries:
@@ -58,4 +63,5 @@ class Registry:
             raise ConfigError(
                 f"{self.group}={name}: {e}; check the keys under '{self.group}' in your overrides"
             ) from None
+        check_arguments(self.group, name, builder, options)
         return builder(**fixed, **options)

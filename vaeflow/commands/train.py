@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from vaeflow.commands import run_command
 from vaeflow.errors import ConfigError, VaeflowError
 from vaeflow.launchers import job_threads, quiet_preset_warning
-from vaeflow.train import train
+from vaeflow.training import train
 
 __all__ = ["main", "train_job", "evaluate_run"]
 
@@ -78,7 +78,7 @@ def evaluate_run(
 
 
 def train_job(cfg: DictConfig, run_dir: str | Path, *, multirun: bool = False) -> dict[str, Any] | None:
-    r"""One job of ``vaeflow train``: :func:`~vaeflow.train.train`, then the evaluation
+    r"""One job of ``vaeflow train``: :func:`~vaeflow.training.train`, then the evaluation
     that ``+eval`` asks for.
 
     An evaluation that fails with a :class:`~vaeflow.errors.VaeflowError` is recorded in

@@ -6,6 +6,7 @@ from vaeflow.data.base import (
     DataSplits,
     Split,
     binarize_fixed,
+    seeded_subset,
     split_indices,
 )
 from vaeflow.data.registry import DATASETS, load_dataset, register
@@ -18,5 +19,6 @@ __all__ = [
     "binarize_fixed",
     "load_dataset",
     "register",
+    "seeded_subset",
     "split_indices",
 ]

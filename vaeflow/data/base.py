@@ -19,8 +19,17 @@ import torch
 from torch import Tensor
 
 from vaeflow.errors import ConfigError
+from vaeflow.randomness import Stream, stream_seed
 
-__all__ = ["dynamic_splits", "Split", "DataSplits", "binarize_fixed", "split_indices", "BatchLoader"]
+__all__ = [
+    "dynamic_splits",
+    "Split",
+    "DataSplits",
+    "binarize_fixed",
+    "split_indices",
+    "seeded_subset",
+    "BatchLoader",
+]
 
 
 @dataclass
@@ -89,18 +98,41 @@ def split_indices(n: int, sizes: list[int], seed: int) -> list[Tensor]:
     return parts
 
 
+def seeded_subset(n: int, limit: int | None, seed: int = 0) -> Tensor:
+    r"""The one rule by which vaeflow picks "a random ``limit`` of ``n`` examples": the
+    first ``limit`` of a permutation seeded by ``(seed, Stream.SUBSET)``, in file order
+    (sorted). All of ``range(n)`` when ``limit`` is ``None``, 0 or at least ``n``.
+
+    The trainer's test figure on N images and ``vaeflow eval limit=N`` score the same
+    images (both with seed 0 by default), and so do the report's sample rows; a test file
+    sorted by class (as static binarized MNIST's is) needs a random subset, never its
+    first N lines.
+
+    Example:
+        >>> seeded_subset(10, 3, seed=0).tolist() == seeded_subset(10, 3, seed=0).tolist()
+        True
+        >>> seeded_subset(5, None).tolist()
+        [0, 1, 2, 3, 4]
+    """
+    if not limit or limit >= n:
+        return torch.arange(n)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(stream_seed(seed, Stream.SUBSET)))
+    return perm[: int(limit)].sort().values
+
+
 class BatchLoader:
     r"""Iterates over a split in (optionally shuffled) batches on a device.
 
-    The images are moved to ``device`` once; shuffling and dynamic binarization draw from
-    the loader's own generator, whose state is part of a checkpoint, so that a resumed run
-    sees the same data order as an uninterrupted one.
+    The images are moved to ``device`` once. Epoch ``e``'s order and dynamic binarization
+    come from a generator seeded by ``(seed, Stream.EPOCH, e)``: the same on every run with
+    that seed, so that nothing needs saving for a resumed run to see the same data, and an
+    epoch interrupted after ``skip`` batches is replayed with the same order and bits.
 
     Arguments:
         split: the split to iterate over.
         batch_size: images per batch.
         shuffle: draw a new random order each epoch.
-        seed: seed of the loader's generator.
+        seed: the run's seed.
         device: where batches live.
         drop_last: drop a final incomplete batch.
     """
@@ -123,7 +155,8 @@ class BatchLoader:
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.drop_last = drop_last
-        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.seed = seed
+        self.generator = torch.Generator(device=self.device)
 
     def __len__(self) -> int:
         n = self.images.shape[0]
@@ -134,17 +167,13 @@ class BatchLoader:
         return self.images.shape[0]
 
     def __iter__(self) -> Iterator[Tensor]:
-        return self.epoch()
+        return self.epoch(0)
 
-    def epoch(self, skip: int = 0) -> Iterator[Tensor]:
-        r"""The batches of one epoch, without the first ``skip`` ones.
-
-        The generator's state at the start of the epoch is kept (:meth:`state_dict`), so
-        that an epoch interrupted after ``skip`` batches is resumed with the same order and
-        the same binarization: the skipped batches are drawn again and dropped.
-        """
+    def epoch(self, index: int, skip: int = 0) -> Iterator[Tensor]:
+        r"""The batches of epoch ``index`` (0 for the first), without the first ``skip``
+        ones (drawn and dropped, so that the rest come out as in an uninterrupted epoch)."""
         n = self.images.shape[0]
-        self.epoch_start_state = self.generator.get_state()
+        self.generator.manual_seed(stream_seed(self.seed, Stream.EPOCH, index))
         order = torch.randperm(n, generator=self.generator, device=self.device) if self.shuffle else None
         for i in range(len(self)):
             lo, hi = i * self.batch_size, min((i + 1) * self.batch_size, n)
@@ -153,18 +182,6 @@ class BatchLoader:
                 x = torch.bernoulli(x, generator=self.generator)
             if i >= skip:
                 yield x
-
-    def state_dict(self) -> dict:
-        r"""The generator's state now and at the start of the current epoch."""
-        state = {"generator": self.generator.get_state()}
-        if hasattr(self, "epoch_start_state"):
-            state["epoch_start"] = self.epoch_start_state
-        return state
-
-    def load_state_dict(self, state: dict, mid_epoch: bool = False) -> None:
-        r"""Restores :meth:`state_dict`; with ``mid_epoch`` the generator goes back to the
-        start of the interrupted epoch, to be replayed by ``epoch(skip=...)``."""
-        self.generator.set_state(state["epoch_start"] if mid_epoch else state["generator"])
 
 
 def dynamic_splits(

@@ -25,10 +25,12 @@ slices of one example's k samples when k is large; on the CPU a chunk stays belo
 :data:`CPU_CHUNK_MB`, where its buffers are reused from cache and heap, unless
 ``memory_mb`` gives another budget (sequential samplers such as MAF gain from larger ones).
 Chunks are reduced with a running ``logsumexp`` in float64, so peak memory is bounded
-whatever k is. The standard normal noise of sample i of example j comes from its own
-stream, seeded by ``(seed, j, i // NOISE_BLOCK)`` (:func:`example_noise`), so the
-estimate of an example does not depend on the chunk size, the batch size or which other
-examples are evaluated; only float rounding does.
+whatever k is. The standard normal noise of sample i of example j is a counter-based hash
+of ``(seed, j, i)`` (:func:`~vaeflow.randomness.example_noise`), so the estimate of an
+example does not depend on the chunk size, the batch size, the device or which other
+examples are evaluated; only float rounding does. It is the one estimator: the trainer's
+validation and test figures call it too, on the subset that :func:`~vaeflow.data.seeded_subset`
+picks, so that the trainer's test figure on N images is ``vaeflow eval limit=N``'s.
 
 **Inference gaps** (Cremer et al., 2018). With :math:`q^*` the best posterior of a family
 for one example (optimized locally, not amortized),
@@ -61,10 +63,8 @@ from vaeflow.evaluate.estimator import (
     amortized_proposal,
     bytes_per_pair,
     chunk_budget_mb,
-    example_noise,
     importance_weighted,
     keep_freed_memory,
-    mean_se,
     pairs_per_chunk,
     plan_chunks,
 )
@@ -79,13 +79,11 @@ __all__ = [
     "IWEstimate",
     "Proposal",
     "amortized_proposal",
-    "example_noise",
     "bytes_per_pair",
     "pairs_per_chunk",
     "chunk_budget_mb",
     "plan_chunks",
     "importance_weighted",
-    "mean_se",
     "LocalPosterior",
     "fit_local_posterior",
     "inference_gaps",

@@ -16,23 +16,24 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch import Tensor
 
-from vaeflow.data import binarize_fixed
+from vaeflow.checkpoint import write_json_atomic
+from vaeflow.checks import choice, integer, number, text
+from vaeflow.data import binarize_fixed, seeded_subset
+from vaeflow.devices import resolve_device
 from vaeflow.errors import ConfigError, DataError
 from vaeflow.evaluate.estimator import (
-    _stream_seed,
     chunk_budget_mb,
     importance_weighted,
     keep_freed_memory,
-    mean_se,
     pairs_per_chunk,
     plan_chunks,
 )
 from vaeflow.evaluate.gaps import inference_gaps
 from vaeflow.evaluate.runs import CHECKPOINTS, load_trained, resolve_run
 from vaeflow.progress import TaskProgress, progress_mode
-from vaeflow.train import resolve_device, write_json_atomic
+from vaeflow.randomness import Stream, stream_seed
+from vaeflow.stats import mean_se
 
 __all__ = ["SPLITS", "evaluate"]
 
@@ -41,41 +42,27 @@ log = logging.getLogger("vaeflow")
 SPLITS = ("test", "val", "train")
 
 
-def _seeded_ids(n: int, limit: int | None, seed: int) -> Tensor:
-    if not limit or limit >= n:
-        return torch.arange(n)
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(_stream_seed(seed, 3)))
-    return perm[: int(limit)].sort().values
-
-
 def _check(cfg: DictConfig) -> None:
-    k, limit, split = cfg.k, cfg.get("limit"), cfg.split
-    checks = [
-        (isinstance(k, int) and k >= 1, f"k={k}: the importance-weighted estimate needs k >= 1 samples"),
-        (split in SPLITS, f"split={split}: use test, val or train"),
-        (cfg.checkpoint in CHECKPOINTS, f"checkpoint={cfg.checkpoint}: use best or last"),
-        (limit is None or (isinstance(limit, int) and limit >= 0), f"limit={limit}: use null or >= 1"),
-        (
-            cfg.memory_mb is None or (isinstance(cfg.memory_mb, int | float) and cfg.memory_mb > 0),
-            f"memory_mb={cfg.memory_mb}: use null or a budget > 0 (MiB)",
-        ),
-        (cfg.get("batch_size") is None or cfg.batch_size >= 1, f"batch_size={cfg.batch_size}: null or >= 1"),
-        (cfg.get("threads") is None or cfg.threads >= 1, f"threads={cfg.get('threads')}: use null or >= 1"),
-        (cfg.progress in ("auto", "rich", "plain"), f"progress={cfg.progress}: use auto, rich or plain"),
-    ]
+    r"""Every option of ``conf/eval.yaml``, checked (never coerced): one line for the first
+    that cannot work."""
+    integer("k", cfg.k, 1, advice="the importance-weighted estimate needs an integer k >= 1 samples")
+    choice("split", cfg.split, SPLITS)
+    choice("checkpoint", cfg.checkpoint, CHECKPOINTS)
+    integer("limit", cfg.get("limit"), 0, none=True)
+    integer("seed", cfg.seed)
+    number("memory_mb", cfg.memory_mb, 0, above=True, none=True, advice="use null or a budget > 0 (MiB)")
+    integer("batch_size", cfg.get("batch_size"), 1, none=True)
+    integer("threads", cfg.get("threads"), 1, none=True)
+    choice("progress", cfg.progress, ("auto", "rich", "plain"))
+    text("dataset_root", cfg.get("dataset_root"), none=True)
     gaps = _gaps_config(cfg)
     if gaps["enabled"]:
-        checks += [
-            (gaps["n"] >= 1, f"gaps.n={gaps['n']}: use >= 1 examples"),
-            (gaps["k"] is None or gaps["k"] >= 1, f"gaps.k={gaps['k']}: use null or >= 1"),
-            (gaps["steps"] >= 0, f"gaps.steps={gaps['steps']}: use >= 0"),
-            (gaps["lr"] > 0, f"gaps.lr={gaps['lr']}: must be > 0"),
-            (gaps["samples"] >= 1, f"gaps.samples={gaps['samples']}: use >= 1"),
-            (gaps["flow_depth"] >= 0, f"gaps.flow_depth={gaps['flow_depth']}: use >= 0"),
-        ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(message)
+        integer("gaps.n", gaps["n"], 1)
+        integer("gaps.k", gaps["k"], 1, none=True)
+        integer("gaps.steps", gaps["steps"], 0)
+        number("gaps.lr", gaps["lr"], 0, above=True)
+        integer("gaps.samples", gaps["samples"], 1)
+        integer("gaps.flow_depth", gaps["flow_depth"], 0)
 
 
 def _gaps_config(cfg: DictConfig) -> dict[str, Any]:
@@ -84,8 +71,12 @@ def _gaps_config(cfg: DictConfig) -> dict[str, Any]:
     defaults = OmegaConf.load(resources.files("vaeflow.conf").joinpath("eval.yaml")).gaps
     gaps = cfg.get("gaps")
     if isinstance(gaps, DictConfig):
-        return {**OmegaConf.to_container(defaults), **OmegaConf.to_container(gaps, resolve=True)}
-    return {**OmegaConf.to_container(defaults), "enabled": bool(gaps)}
+        merged = {**OmegaConf.to_container(defaults), **OmegaConf.to_container(gaps, resolve=True)}
+    else:
+        merged = {**OmegaConf.to_container(defaults), "enabled": gaps}
+    if not isinstance(merged["enabled"], bool):
+        raise ConfigError(f"gaps={merged['enabled']}: use gaps=true or gaps=false")
+    return merged
 
 
 def _table(rows: Sequence[tuple[str, str, str]], header: tuple[str, str, str]) -> str:
@@ -134,7 +125,7 @@ def evaluate(cfg: DictConfig, out_dir: str | Path, *, multirun: bool = False) ->
     out_dir.mkdir(parents=True, exist_ok=True)
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
-    device = resolve_device(str(cfg.device))
+    device = resolve_device(cfg.device, key="device")
     if device.type == "cpu":
         keep_freed_memory()
     mode = progress_mode(str(cfg.progress), multirun, key="progress")
@@ -147,7 +138,7 @@ def evaluate(cfg: DictConfig, out_dir: str | Path, *, multirun: bool = False) ->
     model, data, train_cfg, dataset_cfg = trained.model, trained.data, trained.config, trained.dataset
 
     split = data[str(cfg.split)]
-    ids = _seeded_ids(len(split), cfg.get("limit"), seed)
+    ids = seeded_subset(len(split), cfg.get("limit"), seed)
     images = split.images[ids]
     if split.dynamic:  # evaluation needs fixed bits: binarize a dynamic split once, seeded
         images = binarize_fixed(images, seed)
@@ -187,7 +178,7 @@ def evaluate(cfg: DictConfig, out_dir: str | Path, *, multirun: bool = False) ->
             images,
             k,
             seed=seed,
-            ids=ids.tolist(),
+            ids=ids,
             max_pairs=max_pairs,
             batch_size=cfg.get("batch_size"),
             progress=progress,
@@ -265,11 +256,8 @@ def evaluate(cfg: DictConfig, out_dir: str | Path, *, multirun: bool = False) ->
     if gaps_cfg["enabled"]:
         gaps_start = time.perf_counter()
         gn = min(int(gaps_cfg["n"]), n)
-        pick = (
-            torch.randperm(n, generator=torch.Generator().manual_seed(_stream_seed(seed, 4)))[:gn]
-            .sort()
-            .values
-        )
+        generator = torch.Generator().manual_seed(stream_seed(seed, Stream.GAPS_SUBSET))
+        pick = torch.randperm(n, generator=generator)[:gn].sort().values
         gk = int(gaps_cfg["k"] or k)
         log.info(
             "inference gaps: %d examples, local posteriors (same family; + affine and %d planar steps) "

@@ -5,10 +5,12 @@ the model's amortized posterior, :func:`amortized_proposal`) and reduces the log
 :math:`\log w_i = \log p(x|z_i) + \log p(z_i) - \log q(z_i|x)` with a running ``logsumexp``
 in float64 into an :class:`IWEstimate` (IW bound, ELBO, reconstruction, KL and effective
 sample size on the same samples). The noise of sample i of example j comes from its own
-seeded stream (:func:`example_noise`), so the estimate does not depend on the chunking;
-:func:`bytes_per_pair`, :func:`pairs_per_chunk` and :func:`plan_chunks` size the chunks
-from a memory budget, and :func:`keep_freed_memory` lets glibc reuse their buffers.
-:func:`mean_se` summarizes per-example figures.
+counter-based stream (:func:`~vaeflow.randomness.example_noise`), so the estimate does not
+depend on the chunking, the batch or the device; :func:`bytes_per_pair`,
+:func:`pairs_per_chunk` and :func:`plan_chunks` size the chunks from a memory budget, and
+:func:`keep_freed_memory` lets glibc reuse their buffers. It is the one estimator of
+log p(x): the trainer's validation and test figures, ``vaeflow eval`` and the inference
+gaps all call it.
 
 References:
     | Importance Weighted Autoencoders (Burda, Grosse & Salakhutdinov, 2016)
@@ -29,23 +31,22 @@ from torch.utils._pytree import tree_leaves
 
 from vaeflow.errors import ConfigError
 from vaeflow.model import VAE
+from vaeflow.randomness import example_noise
 
 __all__ = [
     "NOISE_BLOCK",
     "IWEstimate",
     "Proposal",
     "amortized_proposal",
-    "example_noise",
     "bytes_per_pair",
     "pairs_per_chunk",
     "chunk_budget_mb",
     "plan_chunks",
     "importance_weighted",
-    "mean_se",
     "keep_freed_memory",
 ]
 
-#: samples per noise block: the unit of the per-example noise streams (see :func:`example_noise`).
+#: chunks that split an example's k samples are multiples of this many samples where they can be
 NOISE_BLOCK = 256
 #: A chunk's working memory on the CPU unless a budget is given: larger buffers are mapped
 #: afresh by the allocator and page-faulted at every chunk (measured on the MLP benchmark
@@ -103,57 +104,6 @@ def amortized_proposal(model: VAE) -> Proposal:
         return lambda eps: model.posterior.reparameterize(h, eps)
 
     return prepare
-
-
-def _splitmix64(x: int) -> int:
-    x = (x + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
-    return x ^ (x >> 31)
-
-
-def _stream_seed(*keys: int) -> int:
-    x = 0
-    for key in keys:
-        x = _splitmix64(x ^ (int(key) & 0xFFFFFFFFFFFFFFFF))
-    return x >> 1  # torch seeds are < 2**63
-
-
-def example_noise(
-    ids: Sequence[int],
-    start: int,
-    stop: int,
-    latent_dim: int,
-    seed: int,
-    *,
-    device: torch.device | str = "cpu",
-    dtype: torch.dtype = torch.float32,
-) -> Tensor:
-    r"""Standard normal noise for samples ``start:stop`` of the examples ``ids``.
-
-    Sample i of example j is row ``i % NOISE_BLOCK`` of a ``[NOISE_BLOCK, D]`` block drawn
-    from a generator seeded by ``(seed, j, i // NOISE_BLOCK)``: the same numbers whichever
-    chunk asks for them, so estimates do not depend on how the work is chunked.
-
-    Arguments:
-        ids: example identifiers (indices in the dataset split).
-        start, stop: the range of sample indices.
-        latent_dim: D.
-        seed: the evaluation seed.
-
-    Returns:
-        ``eps [stop - start, len(ids), D]``.
-    """
-    out = torch.empty(stop - start, len(ids), latent_dim, device=device, dtype=dtype)
-    generator = torch.Generator(device=device)
-    first, last = start // NOISE_BLOCK, (stop - 1) // NOISE_BLOCK
-    for j, example in enumerate(ids):
-        for block in range(first, last + 1):
-            lo, hi = max(start, block * NOISE_BLOCK), min(stop, (block + 1) * NOISE_BLOCK)
-            generator.manual_seed(_stream_seed(seed, example, block))
-            tile = torch.randn(NOISE_BLOCK, latent_dim, generator=generator, device=device, dtype=dtype)
-            out[lo - start : hi - start, j] = tile[lo - block * NOISE_BLOCK : hi - block * NOISE_BLOCK]
-    return out
 
 
 class _AllocationCounter(TorchDispatchMode):
@@ -295,7 +245,7 @@ def importance_weighted(
         model: the VAE (its device and dtype are used).
         images: examples ``[N, ...]`` (any device; moved block by block).
         k: samples per example, >= 1.
-        seed: seeds the noise (see :func:`example_noise`).
+        seed: seeds the noise (see :func:`~vaeflow.randomness.example_noise`).
         ids: an identifier per example (its index in the split); default ``range(N)``.
         proposal: the posterior to sample from (default: the model's amortized one).
         memory_mb: working memory of one chunk, used when ``max_pairs`` is not given
@@ -318,20 +268,22 @@ def importance_weighted(
         >>> bool((est.log_px >= est.elbo).all())
         True
     """
-    k = int(k)
-    if k < 1:
-        raise ConfigError(f"k={k}: the importance-weighted estimate needs k >= 1 samples")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ConfigError(f"k={k}: the importance-weighted estimate needs an integer k >= 1")
     n = images.shape[0]
-    ids = list(range(n)) if ids is None else [int(i) for i in ids]
+    ids = torch.arange(n) if ids is None else torch.as_tensor(ids, dtype=torch.int64).cpu()
     if len(ids) != n:
         raise ValueError(f"{len(ids)} ids for {n} examples")
     dtype, device = _model_dtype_device(model)
+    if n and (int(ids.min()) < 0 or int(ids.max()) >= 2**31):
+        raise ValueError("example ids must be in [0, 2^31)")
+    ids = ids.to(device)  # once: the noise of every chunk is made on the device
     proposal = proposal or amortized_proposal(model)
     model.eval()
     if max_pairs is None:
         max_pairs, _ = pairs_per_chunk(model, images[:1], memory_mb, proposal)
     examples, samples = plan_chunks(k, n, max_pairs, batch_size)
-    out = torch.empty(5, n, dtype=torch.float64)
+    out = torch.empty(5, n, dtype=torch.float64, device=device)  # read back once, at the end
     done = 0
     for e0 in range(0, n, examples):
         e1 = min(n, e0 + examples)
@@ -352,17 +304,6 @@ def importance_weighted(
             done += (s1 - s0) * (e1 - e0)
             if progress is not None:
                 progress(done, e0 + (e1 - e0) * (s1 == k))
-        out[:, e0:e1] = torch.stack([lse - math.log(k), *(sums / k), 2 * lse - lse2]).cpu()
-    log_px, elbo, rec, kl, log_ess = out
+        out[:, e0:e1] = torch.stack([lse - math.log(k), *(sums / k), 2 * lse - lse2])
+    log_px, elbo, rec, kl, log_ess = out.cpu()
     return IWEstimate(log_px, elbo, rec, kl, log_ess.exp(), k)
-
-
-def mean_se(values: Tensor) -> tuple[float, float]:
-    r"""Mean and standard error of the mean, :math:`s / \sqrt{n}`, over the finite values."""
-    values = values.double()
-    values = values[torch.isfinite(values)]
-    if values.numel() == 0:
-        return math.nan, math.nan
-    if values.numel() == 1:
-        return values.item(), math.nan
-    return values.mean().item(), (values.std() / math.sqrt(values.numel())).item()

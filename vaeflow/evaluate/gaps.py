@@ -28,12 +28,12 @@ from torch import Tensor, nn
 from vaeflow.evaluate.estimator import (
     IWEstimate,
     _model_dtype_device,
-    _stream_seed,
     importance_weighted,
-    mean_se,
     pairs_per_chunk,
 )
 from vaeflow.model import VAE
+from vaeflow.randomness import Stream, stream_seed
+from vaeflow.stats import mean_se
 
 __all__ = ["LocalPosterior", "fit_local_posterior", "inference_gaps"]
 
@@ -238,7 +238,7 @@ def inference_gaps(
         h = torch.cat(
             [model.encoder(images[i : i + 256].to(device=device, dtype=dtype)) for i in range(0, n, 256)]
         )
-    generator = torch.Generator().manual_seed(_stream_seed(seed, 1))
+    generator = torch.Generator().manual_seed(stream_seed(seed, Stream.GAPS_FLEXIBLE))
     block = max(1, pairs_per_chunk(model, images[:1], memory_mb, grad=True)[0] // samples)
     locals_ = {
         "same": LocalPosterior(model.posterior, h),
@@ -253,7 +253,7 @@ def inference_gaps(
             steps=steps,
             lr=lr,
             samples=samples,
-            seed=_stream_seed(seed, 2, i),
+            seed=stream_seed(seed, Stream.GAPS_FIT, i),
             block=block,
             progress=lambda step, elbo, name=name, i=i: report(
                 f"local {name}: elbo {elbo:.2f}", 1 + i * (steps + 1) + step, total

@@ -150,7 +150,7 @@ def load_trained(
         DataError: the dataset's files are missing or malformed.
     """
     ckpt_path, run_dir = resolve_run(run, checkpoint)
-    state = load_checkpoint(ckpt_path, map_location="cpu")
+    state = load_checkpoint(ckpt_path)
     train_cfg = OmegaConf.create(state["config"])
     dataset_cfg = _dataset_config(train_cfg, dataset_root, run_dir)
     data = load_data(dataset_cfg)

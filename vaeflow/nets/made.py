@@ -120,6 +120,9 @@ class MADE(nn.Module):
         self.output = MaskedLinear(degree_out[:, None] > degrees[-1][None, :])
         self.act = make_activation(activation)
         self._units = [_Units.of(d, latent_dim) for d in degrees[1:]]  # for solve()
+        for i, units in enumerate(self._units):  # moved with the module, so solve() copies nothing
+            self.register_buffer(f"_by_degree_{i}", units.index, persistent=False)
+        self._order = order.tolist()  # solve()'s loop reads it on the host, never from the device
 
     def forward(self, z: Tensor, h: Tensor | None = None) -> tuple[Tensor, ...]:
         r"""The ``n_outputs`` tensors ``[..., D]`` at ``z``, given the features ``h``."""
@@ -165,30 +168,31 @@ class MADE(nn.Module):
             True
         """
         batch, units, dim = like.shape[:-1], self._units, self.latent_dim
+        index = [getattr(self, f"_by_degree_{i}") for i in range(len(units))]
         layers = (self.input, *self.hidden, self.output)
         weights = [layer.weight * layer.mask for layer in layers]
         biases = [layer.bias for layer in layers]
         # Hidden units sorted by degree, so that "degree <= t" is a prefix of each layer,
         # and cut into one block per degree once (a slice per step would cost a full-size
         # zero gradient per step in the backward pass).
-        weights[0] = weights[0][units[0].index][:, self.order]
+        weights[0] = weights[0][index[0]][:, self.order]
         for i in range(1, len(units)):
-            weights[i] = weights[i][units[i].index][:, units[i - 1].index]
-        first = biases[0][units[0].index]
+            weights[i] = weights[i][index[i]][:, index[i - 1]]
+        first = biases[0][index[0]]
         if self.context is not None:
-            first = first + self.context(h)[..., units[0].index]
+            first = first + self.context(h)[..., index[0]]
         first_blocks = first.expand(*batch, first.shape[-1]).split(units[0].sizes, -1)
         w_blocks = [w.split(u.sizes) for w, u in zip(weights, units)]
-        b_blocks = [b[u.index].split(u.sizes) for b, u in zip(biases[1:], units[1:])]
+        b_blocks = [b[i].split(u.sizes) for b, i, u in zip(biases[1:], index[1:], units[1:])]
         # The output rows of each dimension, in the order: [n_outputs, H] per dimension.
-        w_out = weights[-1][:, units[-1].index].unflatten(0, (self.n_outputs, dim))[:, self.order]
+        w_out = weights[-1][:, index[-1]].unflatten(0, (self.n_outputs, dim))[:, self.order]
         w_out_dims = w_out.transpose(0, 1).unbind(0)
         b_out_dims = biases[-1].unflatten(0, (self.n_outputs, dim))[:, self.order].t().unbind(0)
 
         x: Tensor | None = None  # the dimensions solved so far, in the order
         acts: list[Tensor | None] = [None] * len(units)  # each layer's units of degree <= t
         outs: list[Tensor] = []
-        for t, d in enumerate(self.order.tolist()):
+        for t, d in enumerate(self._order):
             for i, layer_units in enumerate(units):
                 if not layer_units.sizes[t]:
                     continue

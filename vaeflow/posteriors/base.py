@@ -9,8 +9,9 @@ A posterior ``q(z|x)`` is an ``nn.Module`` built from ``(latent_dim, feature_dim
 
 so that the density of a sample is never recomputed or cached by object identity.
 Every family is a reparameterization: ``forward`` draws standard normal noise
-``eps [n, B, D]`` and :meth:`Posterior.reparameterize` maps it to ``(z, log q(z|x))``;
-tests differentiate that map to check ``log q`` against a brute-force Jacobian.
+``eps [n, B, D]`` (from the generator it is given: randomness is owned by the caller) and
+:meth:`Posterior.reparameterize` maps it to ``(z, log q(z|x))``; tests differentiate that
+map to check ``log q`` against a brute-force Jacobian.
 """
 
 from __future__ import annotations
@@ -45,17 +46,20 @@ class Posterior(nn.Module):
         super().__init__()
         self.latent_dim, self.feature_dim = latent_dim, feature_dim
 
-    def forward(self, h: Tensor, n: int = 1) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, h: Tensor, n: int = 1, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
         r"""Draws ``n`` reparameterized samples per example.
 
         Arguments:
             h: encoder features ``[B, F]``.
             n: samples per example.
+            generator: where the noise comes from (``None``: torch's global generator).
 
         Returns:
             ``z [n, B, D]`` and ``log q(z|x) [n, B]``.
         """
-        return self.reparameterize(h, self.noise(h, n))
+        return self.reparameterize(h, self.noise(h, n, generator))
 
     def reparameterize(self, h: Tensor, eps: Tensor) -> tuple[Tensor, Tensor]:
         r"""Maps standard normal noise ``eps [n, B, D]`` to samples ``z [n, B, D]`` and
@@ -70,19 +74,21 @@ class Posterior(nn.Module):
         r"""``KL(q(z|x) || N(0, I))`` in closed form, ``[B]``."""
         raise NotImplementedError(f"{type(self).__name__} has no closed-form KL")
 
-    def sample_with_kl(self, h: Tensor, n: int = 1) -> tuple[Tensor, Tensor, Tensor]:
-        r"""``z [n, B, D]``, ``log q(z|x) [n, B]`` and the closed-form KL ``[B]`` of one call.
+    def sample_with_kl(self, h: Tensor, eps: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        r"""``z [n, B, D]`` and ``log q(z|x) [n, B]`` of the noise ``eps [n, B, D]``, and the
+        closed-form KL ``[B]``, from one evaluation of q's parameters.
 
         Families with a closed form override it to compute q's parameters once for both
         (the ELBO with ``kl=analytic`` then does not evaluate them twice); by default it is
-        ``forward`` followed by :meth:`analytic_kl`.
+        :meth:`reparameterize` followed by :meth:`analytic_kl`.
         """
-        z, log_q = self(h, n)
+        z, log_q = self.reparameterize(h, eps)
         return z, log_q, self.analytic_kl(h)
 
-    def noise(self, h: Tensor, n: int) -> Tensor:
-        r"""Standard normal ``eps [n, B, D]`` of ``h``'s dtype and device."""
-        return torch.randn((n, h.shape[0], self.latent_dim), dtype=h.dtype, device=h.device)
+    def noise(self, h: Tensor, n: int, generator: torch.Generator | None = None) -> Tensor:
+        r"""Standard normal ``eps [n, B, D]`` of ``h``'s dtype and device, from ``generator``."""
+        shape = (n, h.shape[0], self.latent_dim)
+        return torch.randn(shape, generator=generator, dtype=h.dtype, device=h.device)
 
 
 class DiagonalGaussian(nn.Module):

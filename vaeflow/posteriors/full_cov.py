@@ -108,7 +108,7 @@ class FullCovariance(Posterior):
             -1
         )
 
-    def sample_with_kl(self, h: Tensor, n: int = 1) -> tuple[Tensor, Tensor, Tensor]:
+    def sample_with_kl(self, h: Tensor, eps: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         mu, scale, log_sigma = self.params(h)
-        z, log_q = self._sample(mu, scale, log_sigma, self.noise(h, n))
+        z, log_q = self._sample(mu, scale, log_sigma, eps)
         return z, log_q, self._kl(mu, scale, log_sigma)

@@ -45,7 +45,7 @@ class MeanField(Posterior):
     def analytic_kl(self, h: Tensor) -> Tensor:
         return self.base.kl_standard_normal(h)
 
-    def sample_with_kl(self, h: Tensor, n: int = 1) -> tuple[Tensor, Tensor, Tensor]:
+    def sample_with_kl(self, h: Tensor, eps: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         mu, log_sigma = self.base.params(h)
-        z, log_q = self.base.sample_from(mu, log_sigma, self.noise(h, n))
+        z, log_q = self.base.sample_from(mu, log_sigma, eps)
         return z, log_q, self.base.kl_from(mu, log_sigma)

@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 from torch import Tensor, nn
 
+from vaeflow.checks import annotations_of
 from vaeflow.errors import ConfigError
 from vaeflow.posteriors.base import DiagonalGaussian, Posterior
 from vaeflow.posteriors.registry import POSTERIORS
@@ -100,14 +101,17 @@ def register_flow(name: str) -> Callable[[type[FlowStep]], type[FlowStep]]:
             return FlowPosterior(latent_dim, feature_dim, step, depth, **options)
 
         fixed = ("self", "latent_dim", "feature_dim", "index")
-        step_params = [p for p in inspect.signature(step.__init__).parameters.values() if p.name not in fixed]
+        hints = annotations_of(step)  # evaluated, so that the registry can check the options
+        step_params = [
+            p.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=hints.get(p.name, p.annotation))
+            for p in inspect.signature(step.__init__).parameters.values()
+            if p.name not in fixed
+        ]
         head = [
-            inspect.Parameter(p, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+            inspect.Parameter(p, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=int)
             for p in ("latent_dim", "feature_dim", "depth")
         ]
-        build.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-            head + [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in step_params]
-        )
+        build.__signature__ = inspect.Signature(head + step_params)  # type: ignore[attr-defined]
         build.__doc__ = f"A flow posterior of {step.__name__} steps."
         POSTERIORS.register(name)(build)
         return step
