@@ -239,12 +239,12 @@ def make_run(
     if failed is not None:
         (path / "failed.txt").write_text(failed)
     if log_epochs:
-        lines = [
-            f"[2026-01-01 00:00:0{e},000][vaeflow][INFO] - epoch {e}/5  train elbo -40.00  val elbo -3{9 - e}.50 "
-            f"(rec -38.00, kl 1.50)  beta 1.00  1,000 img/s  *best"
+        records = [
+            {"epoch": e, "max_epochs": 5, "train/elbo": -40.0, "val/elbo": -39.5 + e, "val/rec": -38.0}
             for e in range(1, log_epochs + 1)
         ]
-        (path / "train.log").write_text("\n".join(lines) + "\n")
+        text = "".join(json.dumps(r) + "\n" for r in records)
+        (path / "history.jsonl").write_text(text + '{"epoch": 3, "val/el')  # + a line cut short by a kill
     return path
 
 
@@ -256,7 +256,7 @@ def test_failed_running_and_stale_runs_are_shown_never_dropped(tmp_path: Path):
     make_run(tmp_path / "2_busy", depth=4, log_epochs=2)
     stale = make_run(tmp_path / "3_killed", depth=8, log_epochs=1)
     old = time.time() - 3 * 3600
-    for p in [stale, stale / "train.log"]:
+    for p in [stale, stale / "history.jsonl"]:
         os.utime(p, (old, old))
 
     runs, _ = collect([tmp_path])
@@ -386,7 +386,7 @@ def _delta_text(run) -> str:
 
 def test_how_a_run_was_started_is_not_a_setting(tmp_path: Path):
     from vaeflow.report import Run
-    from vaeflow.report.runs import settings_of
+    from vaeflow.report.settings import settings_of
 
     def run(name: str, config: dict) -> Run:
         return Run(path=tmp_path / name, name=name, status="completed", family="iaf", depth=4, seed=0,
@@ -404,14 +404,11 @@ def test_a_run_resumed_with_a_larger_budget_is_its_own_setting(tmp_path: Path):
     from vaeflow.report import collect
 
     # Both started with trainer.max_epochs=5 (their .hydra/ says so); "longer" was resumed to
-    # 9 epochs: from metrics.json, or, for runs written before it recorded max_epochs, train.log.
+    # 9 epochs: from metrics.json, or, for runs written before it recorded max_epochs, at
+    # least the epochs they trained.
     make_run(tmp_path / "short", family="mean_field", depth=None, metrics={})
     make_run(tmp_path / "longer", family="mean_field", depth=None, metrics={"epochs": 9, "max_epochs": 9})
     make_run(tmp_path / "older", family="mean_field", depth=None, metrics={"epochs": 9})
-    (tmp_path / "older" / "train.log").write_text(
-        "[2026-01-01 00:00:09,000][vaeflow][INFO] - epoch 9/9  train elbo -40.00  val elbo -30.50 "
-        "(rec -28.00, kl 2.50)  beta 1.00  1,000 img/s  *best\n"
-    )
     runs, _ = collect([tmp_path])
     settings = {run.name: run.setting for run in runs}
     assert settings == {"short": "trainer.max_epochs=5", "longer": "trainer.max_epochs=9",

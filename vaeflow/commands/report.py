@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from vaeflow.errors import VaeflowError
 from vaeflow.report import collect, notes, rich_table, summarize, summary_table, write_report
 
 __all__ = ["main", "parser", "report"]
@@ -69,7 +70,11 @@ def report(
     if missing:
         print(f"error: {missing[0]}: no such directory; give a sweep or run directory", file=sys.stderr)
         return 2
-    runs, sweeps = collect(dirs, baseline=baseline)
+    try:
+        runs, sweeps = collect(dirs, baseline=baseline)
+    except VaeflowError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if not runs:
         print(
             f"error: no vaeflow train runs under {', '.join(dirs)} (a run directory holds .hydra/config.yaml)",

@@ -3,9 +3,11 @@ the likelihood, and at what cost.
 
 Pure functions over run directories (the ones ``vaeflow train`` writes):
 
-* :func:`collect` finds the runs under sweep or run directories and reads each one's
-  config choices (``.hydra/``), ``metrics.json``, its latest test-split ``eval.json``
-  (``vaeflow eval`` or ``+eval=true``), ``failed.txt`` or, while it trains, ``train.log``;
+* :func:`collect` finds the runs under sweep or run directories (``find``) and reads each
+  one's config choices (``.hydra/``), ``metrics.json``, its latest test-split ``eval.json``
+  (``vaeflow eval`` or ``+eval=true``), ``failed.txt`` or, while it trains,
+  ``history.jsonl`` (``run``); what sets runs apart is their setting (``settings``), and
+  :func:`paired_deltas` compares them on the same test images (``compare``);
 * :func:`summarize` averages runs that differ only in their seed;
 * :func:`rich_table`, :func:`write_csv`, :func:`write_markdown`, :func:`plot_depth`,
   :func:`plot_curves` and :func:`plot_samples` (what each finished run's best checkpoint
@@ -25,15 +27,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from vaeflow.report.compare import Group, paired_deltas, summarize
+from vaeflow.report.find import Sweep, collect, expected_jobs
 from vaeflow.report.plots import plot_curves, plot_depth
-from vaeflow.report.runs import (
-    Run,
-    Sweep,
-    collect,
-    expected_jobs,
-    paired_deltas,
-    summarize,
-)
+from vaeflow.report.run import Run, load_run
 from vaeflow.report.samples import plot_samples, sample_images
 from vaeflow.report.tables import (
     notes,
@@ -45,9 +42,12 @@ from vaeflow.report.tables import (
 )
 
 __all__ = [
+    "Group",
     "Run",
+    "Sweep",
     "collect",
     "expected_jobs",
+    "load_run",
     "notes",
     "paired_deltas",
     "plot_samples",

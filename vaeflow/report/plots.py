@@ -11,7 +11,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from vaeflow.report.runs import Run, Sweep, _family_rank, _finite, settings_of, summarize
+from vaeflow.report.compare import summarize
+from vaeflow.report.find import Sweep
+from vaeflow.report.run import Run, _family_rank, _finite
+from vaeflow.report.settings import settings_of
 from vaeflow.report.tables import _unfinished_note
 
 __all__ = ["plot_depth", "plot_curves"]

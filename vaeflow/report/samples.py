@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import OmegaConf
 
-from vaeflow.report.runs import Run, Sweep, _first_line
+from vaeflow.report.find import Sweep
+from vaeflow.report.run import Run, _first_line
 from vaeflow.report.tables import _f, _unfinished_note
 
 if TYPE_CHECKING:  # torch and the model are imported where the samples are drawn

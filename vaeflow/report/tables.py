@@ -13,7 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from vaeflow.report.runs import Group, Run, Sweep, _finite, summarize
+from vaeflow.report.compare import Group, summarize
+from vaeflow.report.find import Sweep
+from vaeflow.report.run import Run, _finite
 
 __all__ = [
     "table_rows",
@@ -175,8 +177,11 @@ def _caption(runs: Sequence[Run]) -> str:
         parts.append("NLL ± s.e. over test images from `vaeflow eval` where a run has one")
     if "train" in sources:
         parts.append(
-            "NLL without s.e.: the training's final importance-weighted estimate with k = trainer.iw_k"
+            "elsewhere the training's final figures: the same estimator with k = trainer.iw_k on a seeded "
+            "subset of trainer.iw_limit test images (k column: how many)"
         )
+    if any(r.finished and not r.same_images for r in runs):
+        parts.append("older runs' training figures: the ELBO of the whole test split, the NLL of a subset")
     base = next((r.baseline for r in runs if r.delta is not None), None)
     if base:
         parts.append(
