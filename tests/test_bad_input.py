@@ -107,7 +107,35 @@ CASES: list[tuple[str, Callable[[Path], list[str]] | list[str], str]] = [
      "corrupt or truncated"),
     ("eval of a hostile checkpoint", lambda t: ["eval", str(hostile_checkpoint(t)), "checkpoint=last"], "refused"),
     ("unwritable output directory", ["train", "hydra.run.dir=/proc/vaeflow-run", *FAST], "cannot write /proc/vaeflow-run"),
+    # values are checked, never coerced (2.5 latents would train 2 while the saved config says 2.5)
+    ("latent dimension not an integer", ["train", "model.latent_dim=2.5", *FAST], "model.latent_dim=2.5: the latent space needs an integer"),
+    ("depth not an integer", ["train", "posterior=iaf", "posterior.depth=2.5", *FAST], "posterior.depth=2.5: use an integer"),
+    ("hidden width not an integer", ["train", "encoder.hidden_dims=[300,2.5]", *FAST], "encoder.hidden_dims=[300, 2.5]: use a list of integers"),
+    ("epochs not an integer", ["train", "trainer.max_epochs=2.5"], "trainer.max_epochs=2.5"),
+    ("test neither true nor false", ["train", "trainer.test=2", *FAST], "trainer.test=2: use true or false"),
+    ("samples not an integer", ["train", "objective.samples=1.5", *FAST], "objective.samples=1.5"),
+    ("betas not two numbers", ["train", "optim.betas=[0.9]", *FAST], "optim.betas=[0.9]: use two numbers in [0, 1)"),
+    ("a string for a number", ["train", "objective.free_bits=lots", *FAST], "objective.free_bits=lots: use a number"),
+    ("an unknown progress mode", ["train", "trainer.progress=fancy", "trainer.max_epochs=1"], "trainer.progress=fancy: use auto, rich or plain"),
+    ("a validation size not an integer", ["train", "dataset.val_size=20.5", *FAST], "dataset.val_size=20.5: use an integer"),
+    ("eval k not an integer", lambda t: ["eval", str(truncated_checkpoint(t)), "k=2.5"], "k=2.5"),
+    ("eval limit not an integer", lambda t: ["eval", str(truncated_checkpoint(t)), "limit=1.5"], "limit=1.5"),
+    ("eval seed not an integer", lambda t: ["eval", str(truncated_checkpoint(t)), "seed=0.5"], "seed=0.5"),
+    ("eval gaps neither true nor false", lambda t: ["eval", str(truncated_checkpoint(t)), "gaps.enabled=2"], "gaps=2"),
+    ("eval gaps.n not an integer", lambda t: ["eval", str(truncated_checkpoint(t)), "gaps=true", "gaps.n=2.5"], "gaps.n=2.5"),
+    # a directory that was there before the command stays, and so do its files
+    ("an existing run directory", lambda t: ["train", f"hydra.run.dir={existing(t)}", "model.latent_dim=0", *FAST],
+     "model.latent_dim=0"),
+    ("an existing outputs/ folder", lambda t: ["train", f"hydra.run.dir={existing(t, 'outputs')}/train/run",
+     "model.latent_dim=0", *FAST], "model.latent_dim=0"),
 ]  # fmt: skip
+
+
+def existing(tmp: Path, name: str = "mine") -> Path:
+    """A folder made before the command, holding a file of its own."""
+    (tmp / name).mkdir()
+    (tmp / name / "notes.txt").write_text("mine\n")
+    return tmp / name
 
 
 def snapshot(root: Path) -> dict[Path, float | None]:

@@ -336,6 +336,15 @@ def test_report_errors_are_one_line(tmp_path: Path):
     assert empty.returncode == 2 and empty.stderr.strip().splitlines() == [
         f"error: no vaeflow train runs under {tmp_path / 'empty'} (a run directory holds .hydra/config.yaml)"
     ]
+    make_run(tmp_path / "runs" / "only", metrics={})
+    unknown = vaeflow(
+        "report", str(tmp_path / "runs"), "--baseline", "nope", "--no-plots", cwd=tmp_path, check=False
+    )
+    assert unknown.returncode == 2 and unknown.stderr.strip().splitlines() == [
+        "error: --baseline nope: no run of this report has that name or label; "
+        "no run here has a vaeflow eval of the test split"
+    ]
+    assert not (tmp_path / "runs" / "report").exists()
 
 
 def test_paired_deltas_use_the_per_image_differences(tmp_path: Path):
@@ -376,6 +385,20 @@ def test_paired_deltas_use_the_per_image_differences(tmp_path: Path):
         r.delta = None
     assert paired_deltas([base, better], baseline="iaf") is better
     assert math.isclose(base.delta[0], -mean)
+    # a name that matches nothing is an error that lists the names there are
+    from vaeflow.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        paired_deltas([base, better, other_images], baseline="mean-field")
+    assert str(info.value) == (
+        "--baseline mean-field: no run of this report has that name or label; "
+        "runs that can be one: mf, iaf, planar"
+    )
+    better.eval_path = tmp_path / "nowhere" / "eval.json"  # an evaluation without per-image figures
+    with pytest.raises(
+        ConfigError, match=r"--baseline iaf: that run has no vaeflow eval .* \(run `vaeflow eval "
+    ):
+        paired_deltas([base, better], baseline="iaf")
 
 
 def _delta_text(run) -> str:

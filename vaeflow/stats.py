@@ -23,8 +23,9 @@ def mean_se(values: Iterable[Any] | Any) -> tuple[float, float]:
         values: numbers, or a tensor (any shape, any device; read once).
 
     Example:
-        >>> mean_se([1.0, 2.0, 3.0, None, float("nan")])
-        (2.0, 0.5773502691896258)
+        >>> mean, se = mean_se([1.0, 2.0, 3.0, None, float("nan")])
+        >>> mean, round(se, 6)  # s = 1 over 3 values
+        (2.0, 0.57735)
     """
     if hasattr(values, "detach"):  # a tensor: one copy to the host, in float64
         values = values.detach().double().flatten().cpu().tolist()

@@ -21,23 +21,29 @@ __all__ = ["run_command", "RunDirectories", "remove_if_empty"]
 
 log = logging.getLogger("vaeflow")
 
-#: the directories that the running command's Hydra job is about to create, deepest first
-#: (set by :class:`RunDirectories` before Hydra creates them)
+#: what the running command's Hydra job is about to create: the output directory and its
+#: parents that do not exist yet (deepest first), or, when the output directory exists,
+#: the paths already in it (set by :class:`RunDirectories` before Hydra writes anything)
 _CREATED: list[Path] = []
+_EXISTING: set[Path] | None = None
 
 
 class RunDirectories(Callback):
     r"""A Hydra callback (``hydra.callbacks`` of ``conf/train.yaml`` and ``conf/eval.yaml``)
-    that notes, before Hydra creates a run's output directory, which of it and its parents
-    do not exist yet: after bad input, only those may be removed (:func:`remove_if_empty`),
-    never a directory that was there before the command."""
+    that notes, before Hydra creates a run's output directory and writes its config and log
+    there, what exists already: after bad input, :func:`remove_if_empty` removes only what
+    the command created, never a directory or file that was there before it."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        global _EXISTING
         _CREATED.clear()
+        _EXISTING = None
         try:
             path = Path(str(OmegaConf.select(config, "hydra.run.dir"))).absolute()
         except Exception:  # an output directory that cannot be resolved: Hydra reports it
             return
+        if path.is_dir():
+            _EXISTING = {path, *path.rglob("*")}
         while not path.exists() and path != path.parent:
             _CREATED.append(path)
             path = path.parent
@@ -72,17 +78,24 @@ def run_command(function: Callable[..., Any], cfg: Any) -> Any:
 
 
 def remove_if_empty(run_dir: Path) -> None:
-    r"""After bad input, removes the run directory if this command created it and it holds
-    nothing but Hydra's config copy and logs (no work was done), then the parents this
-    command created that are left empty. A directory that existed before the command
-    (a resumed run's, or one given as ``hydra.run.dir``) is left as it is."""
+    r"""After bad input, removes what this command created, if that is nothing but Hydra's
+    config copy and logs (no work was done): the run directory and the parents it created
+    that are left empty, or, in a directory that existed before (a resumed run's, or one
+    given as ``hydra.run.dir``), the files and folders that are new in it."""
     run_dir = Path(run_dir).absolute()
-    if run_dir not in _CREATED or not run_dir.is_dir():
+    if not run_dir.is_dir():
         return
-    for path in run_dir.rglob("*"):
-        if path.is_file() and path.parts[len(run_dir.parts)] != ".hydra" and path.suffix != ".log":
-            return
-    shutil.rmtree(run_dir, ignore_errors=True)
-    for directory in _CREATED[_CREATED.index(run_dir) + 1 :]:
-        if directory.is_dir() and not any(directory.iterdir()):
-            directory.rmdir()
+    new = [p for p in run_dir.rglob("*") if _EXISTING is None or p not in _EXISTING]
+    if any(p.is_file() and p.parts[len(run_dir.parts)] != ".hydra" and p.suffix != ".log" for p in new):
+        return
+    if run_dir in _CREATED:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        for directory in _CREATED[_CREATED.index(run_dir) + 1 :]:
+            if directory.is_dir() and not any(directory.iterdir()):
+                directory.rmdir()
+    elif _EXISTING is not None:
+        for path in sorted(new, key=lambda p: len(p.parts), reverse=True):  # files before their folders
+            if path.is_file():
+                path.unlink()
+            elif path.is_dir() and not any(path.iterdir()):
+                path.rmdir()

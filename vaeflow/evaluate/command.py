@@ -256,8 +256,7 @@ def evaluate(cfg: DictConfig, out_dir: str | Path, *, multirun: bool = False) ->
     if gaps_cfg["enabled"]:
         gaps_start = time.perf_counter()
         gn = min(int(gaps_cfg["n"]), n)
-        generator = torch.Generator().manual_seed(stream_seed(seed, Stream.GAPS_SUBSET))
-        pick = torch.randperm(n, generator=generator)[:gn].sort().values
+        pick = seeded_subset(n, gn, stream_seed(seed, Stream.GAPS_SUBSET))  # of the evaluated examples
         gk = int(gaps_cfg["k"] or k)
         log.info(
             "inference gaps: %d examples, local posteriors (same family; + affine and %d planar steps) "

@@ -66,8 +66,9 @@ def sample_images(
 
     Everything random is seeded, so that rows compare: every model with the same latent
     size decodes the same draws ``z`` (the prior is ``N(0, I)``), every model of the same
-    dataset reconstructs the same test images, a seeded random subset in file order (test
-    files can be sorted by class), and the posterior noise is seeded too.
+    dataset reconstructs the same test images, the seeded subset of
+    :func:`~vaeflow.data.seeded_subset` in file order (test files can be sorted by class),
+    with the same counter-based posterior noise per image.
 
     Arguments:
         model: the VAE.
@@ -78,18 +79,19 @@ def sample_images(
     """
     import torch
 
-    from vaeflow.data import binarize_fixed
+    from vaeflow.data import binarize_fixed, seeded_subset
+    from vaeflow.randomness import example_noise
 
-    device = next(model.parameters()).device
+    param = next(model.parameters())
     z = torch.randn(samples, model.latent_dim, generator=torch.Generator().manual_seed(seed))
-    ids = torch.randperm(len(test), generator=torch.Generator().manual_seed(seed))[:pairs].sort().values
+    ids = seeded_subset(len(test), pairs, seed)
     x = test.images[ids]
     if test.dynamic:  # a static image to compare with: binarize once, seeded
         x = binarize_fixed(x, seed)
-    with torch.inference_mode(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)  # reconstruct() draws z ~ q(z|x) from the global generator
-        means = model.decode_mean(z.to(device))
-        reconstructions = model.reconstruct(x.to(device))
+    eps = example_noise(ids, 0, 1, model.latent_dim, seed, device=param.device, dtype=param.dtype)
+    with torch.inference_mode():
+        means = model.decode_mean(z.to(param.device, param.dtype))
+        reconstructions = model.reconstruct(x.to(param.device, param.dtype), eps)
     return SampleImages(means.clamp(0, 1).cpu(), x.cpu(), reconstructions.clamp(0, 1).cpu())
 
 

@@ -366,7 +366,7 @@ class Trainer:
         if t.test and state.best["epoch"] > 0:
             self.model.load_state_dict(load_checkpoint(self.checkpoints.best)["model"])
             test = test_figures(self.model, self.data.test, t.iw_k, t.iw_limit)
-            metrics["test_examples"] = test["examples"]
+            metrics["test_examples"], metrics["test_split_size"] = test["examples"], len(self.data.test)
             metrics |= {f"test/{k}": v for k, v in test["figures"].items()}
             log.info(
                 "test (best epoch %d, %d images): elbo %.3f  rec %.3f  kl %.3f  iw-nll (k=%d) %.3f",
