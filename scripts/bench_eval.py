@@ -24,6 +24,7 @@ References:
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import platform
 import statistics
@@ -39,13 +40,14 @@ from benchkit.machine import matmul_flops_per_s, peak_rss_mb, timed  # noqa: E40
 
 from vaeflow.evaluate import importance_weighted, keep_freed_memory, pairs_per_chunk, plan_chunks  # noqa: E402
 from vaeflow.model import build_model  # noqa: E402
+from vaeflow.posteriors import POSTERIORS  # noqa: E402
 
 INPUT_SHAPE = (1, 28, 28)
 
 
 def model_config(args: argparse.Namespace) -> dict:
     posterior = {"name": args.posterior}
-    if args.posterior != "mean_field":
+    if "depth" in inspect.signature(POSTERIORS.entries[args.posterior]).parameters:  # a flow
         posterior["depth"] = args.depth
     hidden = list(args.hidden)
     return {
