@@ -4,16 +4,14 @@ and a training step that never waits for the device. Skipped where no GPU is vis
 
 from __future__ import annotations
 
-import signal
-
 import pytest
 import torch
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
+from training_helpers import SigtermAt, random_splits
 
-from vaeflow.data import DataSplits, Split
 from vaeflow.evaluate import evaluate
-from vaeflow.training import Hook, Interrupted, Trainer, train
+from vaeflow.training import Interrupted, Trainer, train
 
 pytestmark = [
     pytest.mark.cuda,
@@ -22,17 +20,6 @@ pytestmark = [
 
 FAST = ["trainer.progress=plain", "trainer.iw_k=8", "trainer.images=16", "trainer.iw_every=1"]
 RUN = ["trainer.max_epochs=3", "objective.warmup_epochs=1", *FAST]
-
-
-class SigtermAt(Hook):
-    """What the SIGTERM handler does, right after step ``step``."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_batch(self, trainer) -> None:
-        if trainer.state.step == self.step:
-            trainer.stop.signal = signal.SIGTERM
 
 
 def eval_config(*overrides: str):
@@ -83,10 +70,9 @@ def test_a_training_step_never_waits_for_the_gpu(compose_train, tmp_path, poster
     overrides = [f"posterior={posterior}", "trainer.device=cuda", "trainer.batch_size=64", *FAST]
     if posterior != "mean_field":
         overrides.append("posterior.depth=2")
-    generator = torch.Generator().manual_seed(0)
-    images = [torch.bernoulli(torch.full((n, 1, 28, 28), 0.2), generator=generator) for n in (256, 64, 64)]
-    data = DataSplits("random", Split(images[0], dynamic=True), Split(images[1]), Split(images[2]))
-    trainer = Trainer(compose_train(*overrides), tmp_path, data=data)
+    trainer = Trainer(
+        compose_train(*overrides), tmp_path, data=random_splits((1, 28, 28), (256, 64, 64), 0.2)
+    )
     batches = list(trainer.train_loader.epoch(0))
     trainer.train_batch(batches[0], 0.5)  # the first step builds the optimizer's state
     torch.cuda.synchronize()

@@ -10,8 +10,8 @@ import pytest
 import torch
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
+from training_helpers import random_splits
 
-from vaeflow.data import DataSplits, Split
 from vaeflow.evaluate import evaluate
 from vaeflow.training import Trainer, train
 
@@ -88,16 +88,13 @@ class HostReads(contextlib.ContextDecorator):
 )
 def test_a_training_step_reads_nothing_back_from_the_device(compose_train, tmp_path, posterior):
     # (sylvester's Björck iteration checks its convergence: every iteration on the CPU,
-    # where that is free, every 10 on a GPU; the CUDA test runs it under sync debugging)
+    # where that is free, and every 10 on a GPU)
     overrides = [f"posterior={posterior}", "model.latent_dim=4", "trainer.batch_size=8", *QUIET]
     if posterior in ("iaf", "maf", "realnvp", "autoregressive"):
         overrides.append("posterior.hidden_dims=[16]")
     if posterior not in ("mean_field", "full_cov", "autoregressive"):
         overrides.append("posterior.depth=2")
-    generator = torch.Generator().manual_seed(0)
-    images = [torch.bernoulli(torch.full((n, 1, 4, 4), 0.3), generator=generator) for n in (16, 8, 8)]
-    data = DataSplits("random", Split(images[0], dynamic=True), Split(images[1]), Split(images[2]))
-    trainer = Trainer(compose_train(*overrides), tmp_path, data=data)
+    trainer = Trainer(compose_train(*overrides), tmp_path, data=random_splits((1, 4, 4), (16, 8, 8)))
     batches = list(trainer.train_loader.epoch(0))
     trainer.train_batch(batches[0], 0.5)  # the first step builds lazy state (optimizer moments)
     before = [p.detach().clone() for p in trainer.model.parameters()]
@@ -109,14 +106,12 @@ def test_a_training_step_reads_nothing_back_from_the_device(compose_train, tmp_p
 
 
 def test_a_non_finite_step_is_skipped_on_the_device_and_counted(compose_train, tmp_path):
-    generator = torch.Generator().manual_seed(0)
-    images = [torch.bernoulli(torch.full((n, 1, 4, 4), 0.3), generator=generator) for n in (16, 8, 8)]
-    data = DataSplits("random", Split(images[0]), Split(images[1]), Split(images[2]))
+    data = random_splits((1, 4, 4), (16, 8, 8))
     trainer = Trainer(
         compose_train("model.latent_dim=3", "trainer.batch_size=8", *QUIET), tmp_path, data=data
     )
     assert trainer.step_fn.skips_on_device  # fused Adam, the default: found_inf, as GradScaler uses it
-    x = images[0][:8]
+    x = data.train.images[:8]
     trainer.train_batch(x, 1.0)
     params = [p.detach().clone() for p in trainer.model.parameters()]
     moments = {k: {n: v.clone() for n, v in s.items()} for k, s in trainer.optimizer.state.items()}

@@ -12,25 +12,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from training_helpers import SigtermAt
 
 from vaeflow.errors import CheckpointError
-from vaeflow.training import Hook, Interrupted, train
+from vaeflow.training import Interrupted, train
 
 FAST = ["trainer.progress=plain", "trainer.iw_k=4", "trainer.images=0", "trainer.threads=1"]
 # dynamic binarization, warm-up, several samples and early-stopping state all take part
 RUN = ["trainer.max_epochs=3", "objective.warmup_epochs=2", "objective.samples=2", "posterior=iaf",
        "posterior.depth=2", "posterior.hidden_dims=[32]", *FAST]  # fmt: skip
-
-
-class InterruptAt(Hook):
-    """Sends the run what SIGTERM's handler would, right after step ``step``."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_batch(self, trainer) -> None:
-        if trainer.state.step == self.step:
-            trainer.stop.signal = signal.SIGTERM
 
 
 def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -43,7 +33,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(compose_train, tmp_path, s
 
     expected = rf"SIGTERM: stopped at epoch \d, step {stop_step}; .*last\.pt is saved; continue with: "
     with pytest.raises(Interrupted, match=expected + r"vaeflow train .*trainer\.resume="):
-        train(compose_train(*RUN), tmp_path / "b", hooks=[InterruptAt(stop_step)])
+        train(compose_train(*RUN), tmp_path / "b", hooks=[SigtermAt(stop_step)])
     saved = torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=True)
     assert saved["step"] == stop_step
 
@@ -178,7 +168,7 @@ def test_resume_may_move_the_data_but_not_change_it(tmp_path):
 def test_a_new_batch_size_inside_an_epoch_is_refused_at_an_epochs_end_allowed(compose_train, tmp_path):
     run = tmp_path / "run"
     with pytest.raises(Interrupted):
-        train(compose_train("trainer.max_epochs=2", *FAST), run, hooks=[InterruptAt(5)])
+        train(compose_train("trainer.max_epochs=2", *FAST), run, hooks=[SigtermAt(5)])
     refused = compose_train("trainer.max_epochs=2", "trainer.batch_size=50", f"trainer.resume={run}", *FAST)
     with pytest.raises(CheckpointError) as info:
         train(refused, run)
@@ -220,7 +210,7 @@ def test_a_run_trained_on_a_gpu_resumes_and_evaluates_on_the_cpu(compose_train, 
 def test_history_jsonl_holds_each_epoch_once_after_an_interruption(compose_train, tmp_path):
     reference = train(compose_train(*RUN), tmp_path / "a")
     with pytest.raises(Interrupted):
-        train(compose_train(*RUN), tmp_path / "b", hooks=[InterruptAt(20)])
+        train(compose_train(*RUN), tmp_path / "b", hooks=[SigtermAt(20)])
     train(compose_train(*RUN, f"trainer.resume={tmp_path / 'b'}"), tmp_path / "b")
     for run in ("a", "b"):
         records = [json.loads(line) for line in (tmp_path / run / "history.jsonl").read_text().splitlines()]
