@@ -213,10 +213,8 @@ def plot_curves(runs: Sequence[Run], path: str | Path, title: str | None = None)
             ax.set_xlabel("epoch")
             ax.tick_params(labelbottom=True)
     datasets = sorted({r.dataset for r in with_curves}) or sorted({r.dataset for r in runs})
-    fig.suptitle(
-        title or f"{', '.join(datasets)}: validation ELBO during training (• best epoch)",
-        fontsize=13,
-        fontweight="bold",
-    )
+    heading = title or f"{', '.join(datasets)}: validation ELBO during training (• best epoch)"
+    width = int(7.5 * fig.get_figwidth())  # characters of 13 pt bold text that fit: one panel wraps
+    fig.suptitle("\n".join(textwrap.wrap(heading, width)), fontsize=13, fontweight="bold")
     fig.savefig(path, dpi=110)
     return path
