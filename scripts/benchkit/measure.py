@@ -10,11 +10,11 @@ import time
 from typing import Any
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
+
 from benchkit.data import cycle, load_splits, val_subset
 from benchkit.machine import peak_rss_mb
 from benchkit.subjects import Subject, pyro_subject, vaeflow_subject
-from torch.utils.flop_counter import FlopCounterMode
-
 from vaeflow.devices import synchronize
 from vaeflow.stats import mean_se
 

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from benchkit.data import ROOT
 
+from benchkit.data import ROOT
 from vaeflow.data import BatchLoader, DataSplits
 from vaeflow.randomness import seed_everything
 
