@@ -25,7 +25,7 @@ from vaeflow.errors import CheckpointError, ConfigError
 from vaeflow.evaluate import (
     CPU_CHUNK_MB,
     GPU_CHUNK_MB,
-    NOISE_BLOCK,
+    SAMPLE_BLOCK,
     LocalPosterior,
     chunk_budget_mb,
     evaluate,
@@ -205,7 +205,7 @@ def test_estimate_matches_closed_form_within_its_standard_error():
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-10), (torch.float32, 2e-4)])
 def test_chunked_and_unchunked_agree(dtype, tol):
     model, x = mlp_model(dtype), binary_images(7, dtype)
-    k = NOISE_BLOCK * 2 + 37  # several noise blocks, a ragged end
+    k = SAMPLE_BLOCK * 2 + 37  # several blocks of samples, a ragged end
     whole = importance_weighted(model, x, k, seed=5, max_pairs=10**9)
     assert plan_chunks(k, 7, 10**9) == (7, k)
     for kwargs in (

@@ -57,7 +57,7 @@ from vaeflow.evaluate.command import SPLITS, evaluate
 from vaeflow.evaluate.estimator import (
     CPU_CHUNK_MB,
     GPU_CHUNK_MB,
-    NOISE_BLOCK,
+    SAMPLE_BLOCK,
     IWEstimate,
     Proposal,
     amortized_proposal,
@@ -74,7 +74,7 @@ from vaeflow.evaluate.runs import TrainedRun, load_trained, resolve_run, run_dir
 __all__ = [
     "CPU_CHUNK_MB",
     "GPU_CHUNK_MB",
-    "NOISE_BLOCK",
+    "SAMPLE_BLOCK",
     "SPLITS",
     "IWEstimate",
     "Proposal",

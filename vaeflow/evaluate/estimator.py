@@ -34,7 +34,7 @@ from vaeflow.model import VAE
 from vaeflow.randomness import example_noise
 
 __all__ = [
-    "NOISE_BLOCK",
+    "SAMPLE_BLOCK",
     "IWEstimate",
     "Proposal",
     "amortized_proposal",
@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 #: chunks that split an example's k samples are multiples of this many samples where they can be
-NOISE_BLOCK = 256
+SAMPLE_BLOCK = 256
 #: A chunk's working memory on the CPU unless a budget is given: larger buffers are mapped
 #: afresh by the allocator and page-faulted at every chunk (measured on the MLP benchmark
 #: model: chunks of 5,000+ pairs cost ~30% more CPU time than chunks of 4,096). Posteriors
@@ -198,7 +198,7 @@ def plan_chunks(k: int, n_examples: int, max_pairs: int, batch_size: int | None 
 
     Returns:
         ``(examples per block, samples per chunk)``; when a chunk does not hold all k
-        samples, the chunks are about equal and multiples of :data:`NOISE_BLOCK` samples
+        samples, the chunks are about equal and multiples of :data:`SAMPLE_BLOCK` samples
         where they can be.
     """
     max_pairs = max(1, int(max_pairs))
@@ -210,9 +210,9 @@ def plan_chunks(k: int, n_examples: int, max_pairs: int, batch_size: int | None 
     if most == k:
         return examples, k
     samples = -(-k // -(-k // most))  # k split into equal chunks
-    if samples >= NOISE_BLOCK:
-        up = -(-samples // NOISE_BLOCK) * NOISE_BLOCK
-        samples = up if up <= most else most - most % NOISE_BLOCK
+    if samples >= SAMPLE_BLOCK:
+        up = -(-samples // SAMPLE_BLOCK) * SAMPLE_BLOCK
+        samples = up if up <= most else most - most % SAMPLE_BLOCK
     return examples, samples
 
 
