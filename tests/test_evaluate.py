@@ -372,3 +372,44 @@ def test_cli_end_to_end(run_dir, tmp_path):
     assert missing.returncode == 2
     assert missing.stderr.strip().count("\n") == 0 and missing.stderr.startswith("error: ")
     assert not (tmp_path / "nope").exists()
+
+
+@pytest.fixture(scope="module")
+def run_2d(tmp_path_factory) -> Path:
+    from vaeflow.training import train
+
+    GlobalHydra.instance().clear()
+    with initialize_config_module("vaeflow.conf", version_base="1.3"):
+        cfg = compose("train", overrides=["model.latent_dim=2", "trainer.max_epochs=15", "trainer.progress=plain",
+                                          "trainer.iw_every=0", "trainer.test=false", "trainer.images=0"])  # fmt: skip
+    run = tmp_path_factory.mktemp("train2d") / "run"
+    train(cfg, run)
+    return run
+
+
+def test_a_2d_model_gets_its_exact_nll_beside_the_iw_estimate(run_2d):
+    result = evaluate(
+        eval_config([f"run={run_2d}", "k=500", "limit=60", "progress=plain"]), run_2d / "eval" / "q"
+    )
+    assert result["quadrature"]["points"] == 128 and result["eval/quad_error_max"] < 0.01
+    # the IW estimate is a stochastic lower bound of log p(x): at or above the exact NLL
+    assert -3 * result["eval/iw_deficit_se"] < result["eval/iw_deficit"] < 0.2
+    assert result["eval/iw_nll"] == pytest.approx(result["eval/quad_nll"], abs=0.2)
+    assert result["eval/active_units"] in (1, 2) and len(result["unit_variances"]) == 2
+    per_example = torch.load(run_2d / "eval" / "q" / "per_example.pt", weights_only=True)
+    assert per_example["log_px_quad"].shape == (60,) and per_example["z_mean"].shape == (60, 2)
+    off = evaluate(
+        eval_config([f"run={run_2d}", "k=50", "limit=5", "quadrature.enabled=false"]), run_2d / "eval" / "o"
+    )
+    assert "eval/quad_nll" not in off
+
+
+def test_quadrature_needs_a_small_latent_space(run_dir, tmp_path):
+    with pytest.raises(
+        ConfigError, match="quadrature=true: the run has 4 latents and quadrature needs 1 or 2"
+    ):
+        evaluate(eval_config([f"run={run_dir}", "k=4", "limit=2", "quadrature.enabled=true"]), tmp_path / "q")
+    with pytest.raises(ConfigError, match="quadrature=maybe: use quadrature=auto or quadrature=true or"):
+        evaluate(
+            eval_config([f"run={run_dir}", "k=4", "limit=2", "quadrature.enabled=maybe"]), tmp_path / "q"
+        )

@@ -104,3 +104,23 @@ def test_more_than_two_latents_is_a_config_error():
         ConfigError, match="quadrature needs a latent space of 1 or 2 dimensions, this model has 3"
     ):
         quadrature(lg.model(), lg.sample(1))
+
+
+def test_inference_gaps_are_never_negative_on_a_two_mode_posterior():
+    # the amortized posterior and both local ones sit on one of two equal modes: choosing the
+    # IW estimate with the smallest standard error took log p(x) log 2 too low and made the
+    # approximation gap negative; the largest estimate, or quadrature, cannot
+    from vaeflow.evaluate import inference_gaps
+
+    model = bimodal_model(mean=1.2)
+    x = (model.decoder.w[:, 0] * 1.2**2).reshape(1, 1, 1, 4).detach().expand(3, 1, 1, 4).clone()
+    kwargs = {"k": 2000, "steps": 30, "lr": 0.01, "samples": 8, "flow_depth": 1, "seed": 0}
+    by_iw = inference_gaps(model, x, **kwargs)
+    assert min(by_iw["per_example"]["approximation"]) >= 0
+    assert by_iw["log_px_rule"] == "the largest of the IW estimates"
+    exact = quadrature(model, x).log_px
+    by_quadrature = inference_gaps(model, x, log_px=exact, **kwargs)
+    assert by_quadrature["log_px_rule"] == "quadrature"
+    # a one-mode posterior is at least log 2 from a two-mode one of equal halves
+    assert by_quadrature["rows"]["approximation"]["mean"] > math.log(2) - 0.05
+    assert by_quadrature["best_iw_below_exact"] > math.log(2) - 0.05

@@ -2,7 +2,8 @@ r"""``vaeflow eval <run dir> [overrides]``: importance-weighted NLL and inferenc
 
 Before Hydra parses ``sys.argv``, a leading positional ``<run dir>`` becomes ``run=<run dir>``
 (quoted for Hydra's grammar where needed: sweep subdirectories hold ``=`` and ``,``), and
-``gaps=true|false`` becomes ``gaps.enabled=...``; a run that does not exist is reported in one
+``gaps=true|false`` becomes ``gaps.enabled=...`` (and ``quadrature=...`` ``quadrature.enabled=...``);
+a run that does not exist is reported in one
 line before Hydra would create its output directory.
 """
 
@@ -46,15 +47,17 @@ def _words(args: list[str]) -> list[int]:
 
 def rewrite_argv(args: list[str]) -> list[str]:
     r"""Turns the first word, when it is a path rather than an override (``vaeflow eval
-    [-m] <run dir> ...``), into ``run=...``, and ``gaps=<bool>`` into ``gaps.enabled=<bool>``."""
+    [-m] <run dir> ...``), into ``run=...``, and ``gaps=<bool>`` into ``gaps.enabled=<bool>``
+    (``quadrature=<bool|auto>`` likewise)."""
     args = list(args)
     words = _words(args)
     if words and ("=" not in args[words[0]] or Path(args[words[0]]).exists()):
         args[words[0]] = f"run={quote(args[words[0]])}"
     for i, arg in enumerate(args):
         key, _, value = arg.partition("=")
-        if key in ("gaps", "+gaps", "++gaps") and value.lower() in ("true", "false"):
-            args[i] = f"gaps.enabled={value.lower()}"
+        section = key.lstrip("+")
+        if section in ("gaps", "quadrature") and value.lower() in ("true", "false", "auto"):
+            args[i] = f"{section}.enabled={value.lower()}"
     return args
 
 

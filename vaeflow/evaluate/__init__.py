@@ -16,7 +16,18 @@ rises with k and is consistent as :math:`k \to \infty`. On the same samples,
 and :math:`\widehat{KL} = \frac{1}{k} \sum_i [\log q(z_i|x) - \log p(z_i)]`. The effective
 sample size :math:`ESS = (\sum w_i)^2 / \sum w_i^2` gives the delta-method Monte Carlo
 standard error of the estimate, :math:`se(\log \hat p) \approx \sqrt{(k / ESS - 1) / k}`,
-whose square over two is its bias: a small ``mc_se`` says k is large enough.
+whose square over two is its bias *for this proposal*. It is computed from the same
+weights, so it sees heavy-tailed weights but not mass the proposal never reaches: a
+proposal on one mode of a two-mode posterior has nearly equal weights, a tiny ``mc_se``,
+and an estimate that misses the other mode's share of :math:`p(x)` (``log 2`` low for two
+equal modes). Where the latent space has 1 or 2 dimensions, :func:`quadrature` gives
+:math:`\log p(x)` exactly, and ``vaeflow eval`` reports it beside the estimate.
+
+**Posterior means and active units.** On the same samples, the posterior mean of each
+example, :math:`\frac1k \sum_i z_i`; a latent is active when its posterior mean varies
+across the data, :math:`\operatorname{Var}_x E_q[z_u] > 0.01` (Burda et al., 2016): the
+first thing to look at when a structured posterior does not help is whether the encoder
+uses the latents at all.
 
 **Cost.** The encoder runs once per example; only posterior sampling and the decoder
 repeat. Samples are processed in chunks of ``examples x samples`` pairs sized from a
@@ -41,8 +52,12 @@ for one example (optimized locally, not amortized),
 :func:`inference_gaps` optimizes, per example and batched over examples, a local
 posterior of the same family (the encoder features h as free parameters, started at the
 encoder's output) and a more flexible one (the same, followed by a per-example
-full-covariance affine step and planar steps, started at the identity), then estimates
-:math:`\log p(x)` by the most precise of three high-k IW estimates.
+full-covariance affine step and planar steps, started at the identity), then takes
+:math:`\log p(x)` from quadrature where the latent space has 1 or 2 dimensions, and
+otherwise as the largest of three high-k IW estimates (with the amortized, the local and
+the flexible proposal). Each is a stochastic lower bound, so the largest is the closest
+(a proposal that misses a mode only lowers its own), and each is at least the ELBO on its
+own samples, so the approximation gap cannot come out negative.
 
 References:
     | Importance Weighted Autoencoders (Burda, Grosse & Salakhutdinov, 2016)
@@ -69,6 +84,7 @@ from vaeflow.evaluate.estimator import (
     plan_chunks,
 )
 from vaeflow.evaluate.gaps import LocalPosterior, fit_local_posterior, inference_gaps
+from vaeflow.evaluate.quadrature import MAX_QUADRATURE_DIM, Quadrature, quadrature
 from vaeflow.evaluate.runs import TrainedRun, load_trained, resolve_run, run_dir_of
 
 __all__ = [
@@ -85,6 +101,9 @@ __all__ = [
     "plan_chunks",
     "importance_weighted",
     "LocalPosterior",
+    "MAX_QUADRATURE_DIM",
+    "Quadrature",
+    "quadrature",
     "fit_local_posterior",
     "inference_gaps",
     "keep_freed_memory",

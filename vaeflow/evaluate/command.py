@@ -23,6 +23,7 @@ from vaeflow.data import binarize_fixed, seeded_subset
 from vaeflow.devices import resolve_device
 from vaeflow.errors import ConfigError, DataError
 from vaeflow.evaluate.estimator import (
+    IWEstimate,
     chunk_budget_mb,
     importance_weighted,
     keep_freed_memory,
@@ -30,6 +31,7 @@ from vaeflow.evaluate.estimator import (
     plan_chunks,
 )
 from vaeflow.evaluate.gaps import inference_gaps
+from vaeflow.evaluate.quadrature import MAX_QUADRATURE_DIM, Quadrature, quadrature
 from vaeflow.evaluate.runs import CHECKPOINTS, load_trained, resolve_run
 from vaeflow.progress import TaskProgress, progress_mode
 from vaeflow.randomness import Stream, stream_seed
@@ -40,6 +42,8 @@ __all__ = ["SPLITS", "evaluate"]
 log = logging.getLogger("vaeflow")
 
 SPLITS = ("test", "val", "train")
+#: the variance of a latent's posterior mean across the data above which it is active (Burda et al. 2016)
+ACTIVE_UNIT = 0.01
 
 
 def _check(cfg: DictConfig) -> None:
@@ -63,20 +67,31 @@ def _check(cfg: DictConfig) -> None:
         number("gaps.lr", gaps["lr"], 0, above=True)
         integer("gaps.samples", gaps["samples"], 1)
         integer("gaps.flow_depth", gaps["flow_depth"], 0)
+    integer("quadrature.points", _quadrature_config(cfg)["points"], 2, none=True)
+
+
+def _section(cfg: DictConfig, name: str, switches: Sequence[Any] = (True, False)) -> dict[str, Any]:
+    r"""``cfg.<name>`` over the defaults of the packaged ``conf/eval.yaml``; a bare value
+    (``gaps=true`` given straight to Hydra replaces the group) sets its ``enabled``."""
+    defaults = OmegaConf.load(resources.files("vaeflow.conf").joinpath("eval.yaml"))[name]
+    value = cfg.get(name)
+    if isinstance(value, DictConfig):
+        merged = {**OmegaConf.to_container(defaults), **OmegaConf.to_container(value, resolve=True)}
+    else:
+        merged = {**OmegaConf.to_container(defaults), "enabled": value}
+    enabled = merged["enabled"]
+    if not any(enabled is s if isinstance(s, bool) else enabled == s for s in switches):
+        listed = " or ".join(f"{name}={str(s).lower()}" for s in switches)
+        raise ConfigError(f"{name}={enabled}: use {listed}")
+    return merged
 
 
 def _gaps_config(cfg: DictConfig) -> dict[str, Any]:
-    r"""``cfg.gaps`` over the defaults of the packaged ``conf/eval.yaml``; a bare boolean
-    (``gaps=true`` given straight to Hydra replaces the group) switches them on or off."""
-    defaults = OmegaConf.load(resources.files("vaeflow.conf").joinpath("eval.yaml")).gaps
-    gaps = cfg.get("gaps")
-    if isinstance(gaps, DictConfig):
-        merged = {**OmegaConf.to_container(defaults), **OmegaConf.to_container(gaps, resolve=True)}
-    else:
-        merged = {**OmegaConf.to_container(defaults), "enabled": gaps}
-    if not isinstance(merged["enabled"], bool):
-        raise ConfigError(f"gaps={merged['enabled']}: use gaps=true or gaps=false")
-    return merged
+    return _section(cfg, "gaps")
+
+
+def _quadrature_config(cfg: DictConfig) -> dict[str, Any]:
+    return _section(cfg, "quadrature", ("auto", True, False))
 
 
 def _table(rows: Sequence[tuple[str, str, str]], header: tuple[str, str, str]) -> str:
@@ -89,6 +104,22 @@ def _table(rows: Sequence[tuple[str, str, str]], header: tuple[str, str, str]) -
 
 def _fmt(value: float | None, digits: int = 3) -> str:
     return "-" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def _quadrature_figures(quad: Quadrature, est: IWEstimate, dims: int) -> dict[str, float]:
+    r"""``eval.json``'s quadrature figures: the exact NLL, its grid error, and how far the
+    importance-weighted estimate falls below it on the same examples."""
+    nll, nll_se = mean_se(-quad.log_px)
+    deficit, deficit_se = mean_se(quad.log_px - est.log_px)
+    return {
+        "eval/quad_nll": nll,
+        "eval/quad_nll_se": nll_se,
+        "eval/quad_bits_per_dim": nll / (dims * math.log(2)),
+        "eval/quad_error_mean": float(quad.error.mean()),
+        "eval/quad_error_max": float(quad.error.max()),
+        "eval/iw_deficit": deficit,
+        "eval/iw_deficit_se": deficit_se,
+    }
 
 
 def _peak_memory_mb(device: torch.device) -> dict[str, float]:
@@ -251,6 +282,32 @@ def evaluate(cfg: DictConfig, out_dir: str | Path, *, multirun: bool = False) ->
         ("Monte Carlo se per example (mean)", _fmt(result["eval/mc_se_mean"], 4), ""),
         ("effective samples (median of k)", _fmt(result["eval/ess_median"], 1), ""),
     ]
+    variances = est.unit_variances()
+    result["eval/active_units"] = int((variances > ACTIVE_UNIT).sum())
+    result["unit_variances"] = variances.tolist()
+    rows.append((f"active units (Var E[z] > {ACTIVE_UNIT})", f"{result['eval/active_units']} of {variances.numel()}", ""))
+
+    quad = None
+    quad_cfg = _quadrature_config(cfg)
+    small = model.latent_dim <= MAX_QUADRATURE_DIM
+    if quad_cfg["enabled"] is True and not small:
+        raise ConfigError(
+            f"quadrature=true: the run has {model.latent_dim} latents and quadrature needs 1 or 2; "
+            "leave quadrature=auto"
+        )
+    if small and quad_cfg["enabled"] in ("auto", True):
+        quad_start = time.perf_counter()
+        with TaskProgress(mode, n, "log p(x) by quadrature") as bar:
+            quad = quadrature(model, images, points=quad_cfg["points"], progress=lambda done: bar.update(done))
+        result |= _quadrature_figures(quad, est, dims)
+        result["quadrature"] = {
+            "points": quad.points, "half_width": quad.half_width, "time_s": time.perf_counter() - quad_start,
+        }  # fmt: skip
+        rows += [
+            ("NLL by quadrature (exact up to its error)", _fmt(result["eval/quad_nll"]), _fmt(result["eval/quad_nll_se"])),
+            ("  grid error estimate (mean / max)", f"{result['eval/quad_error_mean']:.1e} / {result['eval/quad_error_max']:.1e}", ""),
+            ("IW-NLL minus quadrature NLL (IW's deficit)", _fmt(result["eval/iw_deficit"]), _fmt(result["eval/iw_deficit_se"])),
+        ]  # fmt: skip
 
     gaps_cfg = _gaps_config(cfg)
     if gaps_cfg["enabled"]:
@@ -258,15 +315,16 @@ def evaluate(cfg: DictConfig, out_dir: str | Path, *, multirun: bool = False) ->
         gn = min(int(gaps_cfg["n"]), n)
         pick = seeded_subset(n, gn, stream_seed(seed, Stream.GAPS_SUBSET))  # of the evaluated examples
         gk = int(gaps_cfg["k"] or k)
+        rule = "quadrature" if quad is not None else f"the largest of three IW estimates with k={gk}"
         log.info(
             "inference gaps: %d examples, local posteriors (same family; + affine and %d planar steps) "
-            "by %d Adam steps (lr %g, %d samples), log p(x) by IW with k=%d",
+            "by %d Adam steps (lr %g, %d samples), log p(x) by %s",
             gn,
             gaps_cfg["flow_depth"],
             gaps_cfg["steps"],
             gaps_cfg["lr"],
             gaps_cfg["samples"],
-            gk,
+            rule,
         )
         with TaskProgress(mode, 3 + 2 * int(gaps_cfg["steps"]), "inference gaps") as bar:
             gaps = inference_gaps(
@@ -281,13 +339,14 @@ def evaluate(cfg: DictConfig, out_dir: str | Path, *, multirun: bool = False) ->
                 flow_depth=int(gaps_cfg["flow_depth"]),
                 memory_mb=memory_mb,
                 amortized=est.select(pick) if gk == k else None,
+                log_px=None if quad is None else quad.log_px[pick],
                 progress=lambda phase, done, total: bar.update(done, phase),
             )
         gaps["time_s"] = time.perf_counter() - gaps_start
         per_example_gaps = gaps.pop("per_example")
         result["gaps"] = gaps
         names = {
-            "log_px": f"log p(x) (most precise IW estimate, k={gk})",
+            "log_px": f"log p(x) ({rule})",
             "elbo_amortized": "ELBO, amortized q",
             "elbo_local_same": "ELBO, local q* (same family)",
             "elbo_local_flexible": "ELBO, local q* (flexible)",
@@ -315,6 +374,8 @@ def evaluate(cfg: DictConfig, out_dir: str | Path, *, multirun: bool = False) ->
             "k": k,
             "seed": seed,
             "split": str(cfg.split),
+            "z_mean": est.z_mean,
+            **({"log_px_quad": quad.log_px, "quad_error": quad.error} if quad is not None else {}),
             **(
                 {"gaps": {key: torch.tensor(v) for key, v in per_example_gaps.items()}}
                 if gaps_cfg["enabled"]

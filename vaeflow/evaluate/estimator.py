@@ -73,6 +73,7 @@ class IWEstimate:
         kl: :math:`\frac1k \sum_i [\log q(z_i|x) - \log p(z_i)]`; ``elbo = rec - kl``.
         ess: effective sample size :math:`(\sum_i w_i)^2 / \sum_i w_i^2`, in ``[1, k]``.
         k: samples per example.
+        z_mean: :math:`\frac1k \sum_i z_i`, the posterior mean of each example ``[N, D]``.
     """
 
     log_px: Tensor
@@ -81,18 +82,33 @@ class IWEstimate:
     kl: Tensor
     ess: Tensor
     k: int
+    z_mean: Tensor
 
     @property
     def mc_se(self) -> Tensor:
         r"""Delta-method Monte Carlo standard error of each :math:`\log \hat p(x)`,
-        :math:`\sqrt{(k / ESS - 1) / k}`."""
+        :math:`\sqrt{(k / ESS - 1) / k}`.
+
+        It is computed from the same k weights, so it sees heavy-tailed weights (a proposal
+        narrower than the posterior in some direction) but not mass the proposal never
+        reaches: a proposal sitting on one mode of a two-mode posterior has nearly equal
+        weights, hence a tiny standard error, and an estimate that misses the other mode's
+        share of :math:`p(x)` entirely. A small ``mc_se`` says that k is large enough *for
+        this proposal*, not that the estimate is close to :math:`\log p(x)`.
+        """
         return ((self.k / self.ess - 1).clamp(min=0) / self.k).sqrt()
+
+    def unit_variances(self) -> Tensor:
+        r"""The variance across examples of each latent's posterior mean, ``[D]``: a unit is
+        *active* when it exceeds 0.01 (Burda et al., 2016), i.e. when the encoder uses it."""
+        return self.z_mean.var(0) if self.z_mean.shape[0] > 1 else torch.zeros(self.z_mean.shape[1:])
 
     def select(self, index: Tensor) -> IWEstimate:
         r"""The estimates of the examples ``index``."""
         return IWEstimate(
-            self.log_px[index], self.elbo[index], self.rec[index], self.kl[index], self.ess[index], self.k
-        )
+            self.log_px[index], self.elbo[index], self.rec[index], self.kl[index], self.ess[index], self.k,
+            self.z_mean[index],
+        )  # fmt: skip
 
 
 def amortized_proposal(model: VAE) -> Proposal:
@@ -284,6 +300,7 @@ def importance_weighted(
         max_pairs, _ = pairs_per_chunk(model, images[:1], memory_mb, proposal)
     examples, samples = plan_chunks(k, n, max_pairs, batch_size)
     out = torch.empty(5, n, dtype=torch.float64, device=device)  # read back once, at the end
+    z_mean = torch.empty(n, model.latent_dim, dtype=torch.float64, device=device)
     done = 0
     for e0 in range(0, n, examples):
         e1 = min(n, e0 + examples)
@@ -291,6 +308,7 @@ def importance_weighted(
         sample = proposal(x, e0, e1)
         lse = lse2 = None
         sums = torch.zeros(3, e1 - e0, dtype=torch.float64, device=device)
+        z_sum = torch.zeros(e1 - e0, model.latent_dim, dtype=torch.float64, device=device)
         for s0 in range(0, k, samples):
             s1 = min(k, s0 + samples)
             eps = example_noise(ids[e0:e1], s0, s1, model.latent_dim, seed, device=device, dtype=dtype)
@@ -301,9 +319,11 @@ def importance_weighted(
             lse = part if lse is None else torch.logaddexp(lse, part)
             lse2 = part2 if lse2 is None else torch.logaddexp(lse2, part2)
             sums += torch.stack([log_w.sum(0), log_px.double().sum(0), (log_q - log_pz).double().sum(0)])
+            z_sum += z.double().sum(0)
             done += (s1 - s0) * (e1 - e0)
             if progress is not None:
                 progress(done, e0 + (e1 - e0) * (s1 == k))
         out[:, e0:e1] = torch.stack([lse - math.log(k), *(sums / k), 2 * lse - lse2])
+        z_mean[e0:e1] = z_sum / k
     log_px, elbo, rec, kl, log_ess = out.cpu()
-    return IWEstimate(log_px, elbo, rec, kl, log_ess.exp(), k)
+    return IWEstimate(log_px, elbo, rec, kl, log_ess.exp(), k, z_mean.cpu())
