@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from vaeflow.errors import VaeflowError
-from vaeflow.report import collect, notes, rich_table, summarize, summary_table, write_report
+from vaeflow.report import collect, gaps_table, notes, rich_table, summarize, summary_table, write_report
 
 __all__ = ["main", "parser", "report"]
 
@@ -51,7 +51,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-samples",
         action="store_true",
-        help="skip samples.png (it loads every finished run's best checkpoint and dataset)",
+        help="skip samples.png and posterior.png (they load every finished run's best checkpoint and dataset)",
     )
     return p
 
@@ -93,6 +93,10 @@ def report(
     groups = summarize(runs)
     if any(g.n > 1 for g in groups):
         console.print(summary_table(groups, title="mean over seeds (± standard error)"))
+    if any(r.gaps for r in runs):
+        console.print(
+            gaps_table(runs, title="inference gaps (nats, ± standard error over the evaluated images)")
+        )
     files = write_report(runs, out, sweeps, sources=dirs, plots=plots, samples=samples)
     for line in notes(runs, sweeps):  # after the files: samples.png notes the runs it left out
         console.print(

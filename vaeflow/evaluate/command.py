@@ -285,7 +285,13 @@ def evaluate(cfg: DictConfig, out_dir: str | Path, *, multirun: bool = False) ->
     variances = est.unit_variances()
     result["eval/active_units"] = int((variances > ACTIVE_UNIT).sum())
     result["unit_variances"] = variances.tolist()
-    rows.append((f"active units (Var E[z] > {ACTIVE_UNIT})", f"{result['eval/active_units']} of {variances.numel()}", ""))
+    rows.append(
+        (
+            f"active units (Var E[z] > {ACTIVE_UNIT})",
+            f"{result['eval/active_units']} of {variances.numel()}",
+            "",
+        )
+    )
 
     quad = None
     quad_cfg = _quadrature_config(cfg)
@@ -298,7 +304,9 @@ def evaluate(cfg: DictConfig, out_dir: str | Path, *, multirun: bool = False) ->
     if small and quad_cfg["enabled"] in ("auto", True):
         quad_start = time.perf_counter()
         with TaskProgress(mode, n, "log p(x) by quadrature") as bar:
-            quad = quadrature(model, images, points=quad_cfg["points"], progress=lambda done: bar.update(done))
+            quad = quadrature(
+                model, images, points=quad_cfg["points"], progress=lambda done: bar.update(done)
+            )
         result |= _quadrature_figures(quad, est, dims)
         result["quadrature"] = {
             "points": quad.points, "half_width": quad.half_width, "time_s": time.perf_counter() - quad_start,

@@ -70,6 +70,11 @@ class Posterior(nn.Module):
         r"""``log q(z|x)`` of given samples ``z [n, B, D]`` (families with an inverse)."""
         raise NotImplementedError(f"{type(self).__name__} has no tractable inverse")
 
+    @property
+    def has_log_prob(self) -> bool:
+        r"""Whether :meth:`log_prob` can evaluate a given z (the family has an inverse)."""
+        return type(self).log_prob is not Posterior.log_prob
+
     def analytic_kl(self, h: Tensor) -> Tensor:
         r"""``KL(q(z|x) || N(0, I))`` in closed form, ``[B]``."""
         raise NotImplementedError(f"{type(self).__name__} has no closed-form KL")

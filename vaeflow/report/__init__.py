@@ -29,10 +29,13 @@ from pathlib import Path
 
 from vaeflow.report.compare import Group, paired_deltas, summarize
 from vaeflow.report.find import Sweep, collect, expected_jobs
-from vaeflow.report.plots import plot_curves, plot_depth
+from vaeflow.report.plots import plot_curves, plot_depth, plot_gaps
+from vaeflow.report.posterior import plot_posteriors
 from vaeflow.report.run import Run, load_run
 from vaeflow.report.samples import plot_samples, sample_images
 from vaeflow.report.tables import (
+    gap_rows,
+    gaps_table,
     notes,
     rich_table,
     summary_table,
@@ -47,9 +50,13 @@ __all__ = [
     "Sweep",
     "collect",
     "expected_jobs",
+    "gap_rows",
+    "gaps_table",
     "load_run",
     "notes",
     "paired_deltas",
+    "plot_gaps",
+    "plot_posteriors",
     "plot_samples",
     "rich_table",
     "sample_images",
@@ -68,8 +75,9 @@ def write_report(
     plots: bool = True,
     samples: bool = True,
 ) -> dict[str, Path]:
-    r"""Writes ``results.csv``, ``results.md``, ``depth.png``, ``curves.png`` and
-    ``samples.png`` under ``out_dir``; returns their paths by name.
+    r"""Writes ``results.csv``, ``results.md``, ``depth.png``, ``curves.png``,
+    ``samples.png``, and where the runs allow ``posterior.png`` (1 or 2 latents) and
+    ``gaps.png`` (a ``vaeflow eval gaps=true``), under ``out_dir``; returns their paths by name.
 
     Arguments:
         runs: the runs, in the report's order (:func:`collect`).
@@ -77,8 +85,8 @@ def write_report(
         sweeps: the sweeps among the report's directories (for the jobs not started).
         sources: the directories given, named in ``results.md``.
         plots: whether to draw the figures (else only the CSV and Markdown files).
-        samples: whether to draw ``samples.png`` (it loads every finished run's best
-            checkpoint and dataset; runs left out are noted in ``results.md``).
+        samples: whether to draw ``samples.png`` and ``posterior.png`` (they load every
+            finished run's best checkpoint and dataset; runs left out are noted in ``results.md``).
     """
     import matplotlib
 
@@ -92,6 +100,12 @@ def write_report(
         files["curves"] = plot_curves(runs, out_dir / "curves.png")
         if samples:
             files["samples"] = plot_samples(runs, out_dir / "samples.png", sweeps)
-        images = [files[name].name for name in ("depth", "curves", "samples") if name in files]
+            posterior = plot_posteriors(runs, out_dir / "posterior.png", sweeps)
+            if posterior is not None:
+                files["posterior"] = posterior
+        gaps = plot_gaps(runs, out_dir / "gaps.png")
+        if gaps is not None:
+            files["gaps"] = gaps
+        images = [files[n].name for n in ("depth", "curves", "samples", "posterior", "gaps") if n in files]
     files["markdown"] = write_markdown(runs, out_dir / "results.md", sweeps, images, sources)
     return files

@@ -1,6 +1,7 @@
 r"""The report's figures: ``depth.png`` (:func:`plot_depth`: the finished runs' test
 figures and training cost against the flow depth, one line per family) and ``curves.png``
-(:func:`plot_curves`: every run's validation ELBO over epochs, one panel per family).
+(:func:`plot_curves`: every run's validation ELBO over epochs, one panel per family) and
+``gaps.png`` (:func:`plot_gaps`: the inference gaps of the runs that have them).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from vaeflow.report.run import Run, _family_rank, _finite
 from vaeflow.report.settings import settings_of
 from vaeflow.report.tables import _unfinished_note
 
-__all__ = ["plot_depth", "plot_curves"]
+__all__ = ["plot_depth", "plot_curves", "plot_gaps"]
 
 
 def _x(depth: int) -> float:
@@ -218,3 +219,42 @@ def plot_curves(runs: Sequence[Run], path: str | Path, title: str | None = None)
     fig.suptitle("\n".join(textwrap.wrap(heading, width)), fontsize=13, fontweight="bold")
     fig.savefig(path, dpi=110)
     return path
+
+
+def plot_gaps(runs: Sequence[Run], path: str | Path) -> Path | None:
+    r"""``gaps.png``: each run's approximation and amortization gaps (Cremer et al. 2018)
+    side by side, ± one standard error over the evaluated images, in the report's order; or
+    ``None`` when no run has a ``vaeflow eval gaps=true``."""
+    from matplotlib.figure import Figure
+
+    with_gaps = [r for r in runs if r.gaps]
+    if not with_gaps:
+        return None
+    labels = [
+        r.family + (f" {r.depth}" if r.depth else "") + (f" ({r.setting})" if r.setting else "")
+        for r in with_gaps
+    ]
+    fig = Figure(figsize=(8.5, 1.2 + 0.42 * len(with_gaps)), layout="constrained")
+    ax = fig.subplots()
+    height = 0.38
+    for offset, (key, color) in enumerate((("approximation", "#1f77b4"), ("amortization", "#ff7f0e"))):
+        cells = [r.gaps.get("rows", {}).get(key, {}) for r in with_gaps]
+        means = [c.get("mean") if _finite(c.get("mean")) else 0.0 for c in cells]
+        errors = [c.get("se") if _finite(c.get("se")) else 0.0 for c in cells]
+        ys = [i + (offset - 0.5) * height for i in range(len(with_gaps))]
+        ax.barh(ys, means, height=height, xerr=errors, color=color, label=f"{key} gap", capsize=2)
+    ax.set_yticks(range(len(with_gaps)), [textwrap.shorten(label, 48) for label in labels], fontsize=8)
+    ax.invert_yaxis()
+    ax.axvline(0, color="black", lw=0.6)
+    ax.set_xlabel("nats per image (± standard error over the evaluated images)")
+    ax.legend(fontsize=8, loc="lower right")
+    datasets = sorted({r.dataset for r in with_gaps})
+    images = sorted({r.gaps.get("n") for r in with_gaps if isinstance(r.gaps.get("n"), int)})
+    ax.set_title(
+        f"{', '.join(datasets)}: inference gaps of each run ({', '.join(map(str, images))} test images; "
+        "approximation: the best local posterior's distance to p(z|x); amortization: the encoder's to it)",
+        fontsize=9,
+        wrap=True,
+    )
+    fig.savefig(path, dpi=110)
+    return Path(path)

@@ -74,6 +74,7 @@ class Run:
     eval_path: Path | None = None
     eval_failed: str = ""
     samples_skipped: str = ""  # why :func:`plot_samples` could not draw the run
+    posterior_skipped: str = ""  # why :func:`plot_posteriors` could not draw the run
     nll: float | None = None
     nll_se: float | None = None
     elbo: float | None = None
@@ -85,6 +86,8 @@ class Run:
     source: str = ""
     history: list[dict[str, Any]] = field(repr=False, default_factory=list)
     same_images: bool = False  # whether the ELBO and the NLL were measured on the same images
+    active_units: int | None = None  # latents whose posterior mean varies (vaeflow eval)
+    gaps: dict[str, Any] | None = field(repr=False, default=None)  # the latest vaeflow eval gaps=true
     label: str = ""  # the name without the overrides that every run of the report shares
     delta: tuple[float, float] | None = None  # NLL minus the baseline's, paired s.e. (paired_deltas)
     baseline: str = ""  # the run that delta is against
@@ -125,11 +128,12 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _latest_eval(path: Path) -> tuple[dict[str, Any] | None, Path | None]:
+def _latest_eval(path: Path, key: str = "eval/iw_nll") -> tuple[dict[str, Any] | None, Path | None]:
+    r"""The latest test-split ``eval.json`` of the run with a finite ``key``, and its path."""
     evals = sorted((path / "eval").glob("*/eval.json"), key=lambda p: (p.stat().st_mtime, p.parent.name))
     for candidate in reversed(evals):
         data = _read_json(candidate)
-        if data is not None and data.get("split", "test") == "test" and _finite(data.get("eval/iw_nll")):
+        if data is not None and data.get("split", "test") == "test" and _finite(data.get(key)):
             return data, candidate
     return None, None
 
@@ -273,6 +277,11 @@ def load_run(path: str | Path, root: str | Path | None = None, now: float | None
         run.same_images = True
         run.examples = e.get("examples") if isinstance(e.get("examples"), int) else None
         run.split_size = e.get("split_size") if isinstance(e.get("split_size"), int) else None
+        units = e.get("eval/active_units")
+        run.active_units = units if isinstance(units, int) else None
+    gaps, _ = _latest_eval(path, "eval/gaps/approximation")
+    if gaps is not None and run.status == "completed" and isinstance(gaps.get("gaps"), dict):
+        run.gaps = gaps["gaps"]
     if (path / "eval_failed.txt").is_file():
         run.eval_failed = _first_line((path / "eval_failed.txt").read_text(errors="replace"))
     return run

@@ -5,26 +5,22 @@ row per finished run, drawn from each run's best checkpoint (:func:`sample_image
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from omegaconf import OmegaConf
-
 from vaeflow.report.find import Sweep
-from vaeflow.report.run import Run, _first_line
+from vaeflow.report.run import Run
 from vaeflow.report.tables import _f, _unfinished_note
+from vaeflow.report.trained import each_trained
 
 if TYPE_CHECKING:  # torch and the model are imported where the samples are drawn
     import numpy as np
-    from omegaconf import DictConfig
     from torch import Tensor
 
-    from vaeflow.data import DataSplits, Split
+    from vaeflow.data import Split
     from vaeflow.model import VAE
 
 __all__ = ["SampleImages", "sample_images", "plot_samples", "SAMPLES", "PAIRS", "SAMPLES_SEED"]
@@ -95,58 +91,18 @@ def sample_images(
     return SampleImages(means.clamp(0, 1).cpu(), x.cpu(), reconstructions.clamp(0, 1).cpu())
 
 
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    r"""torch on one CPU thread for the duration: a few small batches gain nothing from
-    more, and a report should not compete with training runs for cores."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _last_dataset_loader() -> Callable[[DictConfig], DataSplits]:
-    r"""``load_dataset`` that keeps the last dataset it loaded: the report's runs are sorted
-    by dataset, so each is read once, and only one is held in memory at a time."""
-    from vaeflow.data import load_dataset
-
-    last: dict[str, DataSplits] = {}
-
-    def load(cfg: DictConfig) -> DataSplits:
-        key = json.dumps(OmegaConf.to_container(cfg, resolve=True), sort_keys=True, default=str)
-        if key not in last:
-            last.clear()
-            last[key] = load_dataset(cfg)
-        return last[key]
-
-    return load
-
-
 def _run_samples(runs: Sequence[Run], seed: int) -> list[tuple[Run, SampleImages]]:
-    r"""The images of each finished run, from its best checkpoint loaded as ``vaeflow eval``
-    loads it; a run that cannot be loaded or drawn gets a ``samples_skipped`` note instead."""
-    from vaeflow.errors import VaeflowError
-    from vaeflow.evaluate import load_trained
+    r"""The images of each finished run (:func:`~vaeflow.report.trained.each_trained`); a
+    run that cannot be loaded or drawn gets a ``samples_skipped`` note instead."""
+    for run in runs:
+        run.samples_skipped = ""
 
-    load = _last_dataset_loader()
-    rows = []
-    with _one_thread():
-        for run in runs:
-            run.samples_skipped = ""
-            if not run.finished:
-                continue
-            try:
-                trained = load_trained(run.path, "best", device="cpu", load_data=load)
-                rows.append((run, sample_images(trained.model, trained.data.test, seed=seed)))
-            except VaeflowError as e:
-                run.samples_skipped = _first_line(str(e))
-            except Exception as e:  # a report draws what it can; the note names the error
-                run.samples_skipped = f"{type(e).__name__}: {_first_line(str(e))}"
-    return rows
+    def skip(run: Run, why: str) -> None:
+        run.samples_skipped = why
+
+    return each_trained(
+        runs, lambda trained: sample_images(trained.model, trained.data.test, seed=seed), skip
+    )
 
 
 def _strip(images: Tensor, cols: int) -> np.ndarray:

@@ -19,6 +19,8 @@ from vaeflow.report.run import Run, _finite
 
 __all__ = [
     "table_rows",
+    "gap_rows",
+    "gaps_table",
     "summary_rows",
     "notes",
     "rich_table",
@@ -99,7 +101,8 @@ def table_rows(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]]:
     header += [*(["setting"] if show_setting else []), "status", "epochs", "parameters"]
     show_delta = any(r.delta for r in runs)
     header += ["test ELBO", "test NLL ± se", *(["Δ NLL ± paired se"] if show_delta else [])]
-    header += ["k", "KL", "train time", "images/s", "run"]
+    show_units = any(r.active_units is not None for r in runs)
+    header += ["k", "KL", *(["active units"] if show_units else []), "train time", "images/s", "run"]
     rows = []
     for r in runs:
         row = [*([r.dataset] if show_dataset else []), r.family, _depth(r), str(r.seed)]
@@ -108,10 +111,49 @@ def table_rows(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]]:
         row += [_f(r.elbo), _pm(r.nll, r.nll_se)]
         if show_delta:
             row.append(_delta(r))
-        row += [_k(r), _f(r.kl)]
+        row += [_k(r), _f(r.kl), *([_units(r)] if show_units else [])]
         row += [_duration(r.train_time_s), _count(r.images_per_s), r.label or r.name]
         rows.append(row)
     return header, rows
+
+
+def _units(run: Run) -> str:
+    latent = run.config.get("model.latent_dim")
+    return "—" if run.active_units is None else f"{run.active_units}/{latent}"
+
+
+#: the gaps of :func:`gap_rows`, in the order of Cremer et al.'s Table 2
+GAPS = (
+    ("approximation", "approximation gap"),
+    ("amortization", "amortization gap"),
+    ("inference", "inference gap"),
+)
+
+
+def gap_rows(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]]:
+    r"""The inference gaps of the runs that have a ``vaeflow eval gaps=true`` (Cremer et al.
+    2018): ``(header, rows)``, nats, mean ± standard error over the evaluated images."""
+    with_gaps = [r for r in runs if r.gaps]
+    show_setting = any(r.setting for r in with_gaps)
+    header = ["family", "depth", *(["setting"] if show_setting else []), "images"]
+    header += [name for _, name in GAPS] + ["log p(x) by", "run"]
+    rows = []
+    for r in with_gaps:
+        cells = r.gaps.get("rows", {})
+        row = [r.family, _depth(r), *([r.setting] if show_setting else []), str(r.gaps.get("n", "—"))]
+        row += [_pm(cells.get(key, {}).get("mean"), cells.get(key, {}).get("se"), 3) for key, _ in GAPS]
+        row += [_rule(r.gaps), r.label or r.name]
+        rows.append(row)
+    return header, rows
+
+
+def _rule(gaps: dict[str, Any]) -> str:
+    rule = gaps.get("log_px_rule")
+    if rule == "quadrature":
+        return "quadrature"
+    if rule:
+        return f"largest IW, k={gaps.get('k')}"
+    return f"least-se IW, k={gaps.get('k')} (older eval)"  # before vaeflow chose the largest estimate
 
 
 def summary_rows(groups: Sequence[Group]) -> tuple[list[str], list[list[str]]]:
@@ -150,6 +192,8 @@ def notes(runs: Sequence[Run], sweeps: Sequence[Sweep] = ()) -> list[str]:
             lines.append(f"eval failed: {r.label or r.name}: {r.eval_failed}")
         if r.samples_skipped:
             lines.append(f"samples skipped: {r.label or r.name}: {r.samples_skipped}")
+        if r.posterior_skipped:
+            lines.append(f"posterior skipped: {r.label or r.name}: {r.posterior_skipped}")
     for s in sweeps:
         if s.pending:
             lines.append(f"pending: {s.pending} of {s.expected} jobs of {s.path} have not started")
@@ -227,6 +271,21 @@ def rich_table(runs: Sequence[Run], title: str | None = None):
     return table
 
 
+def gaps_table(runs: Sequence[Run], title: str | None = None):
+    r"""A :class:`rich.table.Table` of :func:`gap_rows`."""
+    from rich.table import Table
+
+    header, rows = gap_rows(runs)
+    table = Table(title=title, caption=GAPS_CAPTION, caption_justify="left")
+    for name in header:
+        table.add_column(
+            name, justify="left" if name in ("family", "setting", "log p(x) by", "run") else "right"
+        )
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
 def summary_table(groups: Sequence[Group], title: str | None = None):
     r"""A :class:`rich.table.Table` of :func:`summarize`'s groups."""
     from rich.table import Table
@@ -251,7 +310,8 @@ CSV_COLUMNS = [
     "metrics_test_elbo", "metrics_test_rec", "metrics_test_kl", "metrics_test_iw_nll",
     "metrics_iw_k", "metrics_val_elbo", "metrics_val_iw_nll", "eval_iw_nll", "eval_iw_nll_se",
     "eval_elbo", "eval_elbo_se", "eval_kl", "eval_k", "delta_nll", "delta_nll_se", "baseline",
-    "eval_json", "overrides", "path",
+    "eval_json", "overrides", "path", "active_units", "gap_images", "approximation_gap", "approximation_gap_se",
+    "amortization_gap", "amortization_gap_se", "inference_gap", "inference_gap_se", "gap_log_px_rule",
 ]  # fmt: skip
 
 
@@ -273,8 +333,13 @@ def csv_row(run: Run) -> dict[str, Any]:
         "eval_elbo_se": e.get("eval/elbo_se"), "eval_kl": e.get("eval/kl"), "eval_k": e.get("k"),
         "delta_nll": run.delta[0] if run.delta else None, "delta_nll_se": run.delta[1] if run.delta else None,
         "baseline": run.baseline, "eval_json": str(run.eval_path or ""), "overrides": " ".join(run.overrides),
-        "path": str(run.path),
+        "path": str(run.path), "active_units": run.active_units,
     }  # fmt: skip
+    gaps = run.gaps or {}
+    row["gap_images"], row["gap_log_px_rule"] = gaps.get("n"), gaps.get("log_px_rule")
+    for key, _ in GAPS:
+        cell = gaps.get("rows", {}).get(key, {})
+        row[f"{key}_gap"], row[f"{key}_gap_se"] = cell.get("mean"), cell.get("se")
     return {k: ("" if v is None else v) for k, v in row.items()}
 
 
@@ -294,11 +359,22 @@ def _markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
         return str(text).replace("|", "\\|")
 
     right = {"depth", "seed", "epochs", "parameters", "test ELBO", "test NLL ± se", "Δ NLL ± paired se", "k", "KL",
-             "train time", "images/s", "runs", "test NLL", "test -ELBO", "-ELBO - NLL", "s/epoch"}  # fmt: skip
+             "train time", "images/s", "runs", "test NLL", "test -ELBO", "-ELBO - NLL", "s/epoch", "active units",
+             "images", *(name for _, name in GAPS)}  # fmt: skip
     lines = ["| " + " | ".join(cell(h) for h in header) + " |"]
     lines.append("| " + " | ".join("---:" if h in right else "---" for h in header) + " |")
     lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+#: what the gaps table shows
+GAPS_CAPTION = (
+    "Nats per image, mean ± standard error over the evaluated test images (Cremer et al. 2018): "
+    "approximation = log p(x) - ELBO of the best local posterior (the run's family, then an affine step "
+    "and planar steps, fitted to each image), amortization = that ELBO - the encoder's ELBO; they add up to "
+    "the inference gap log p(x) - ELBO. log p(x) by quadrature for 1 or 2 latents, else the largest of three "
+    "importance-weighted estimates."
+)
 
 
 def train_command(run: Run) -> str:
@@ -323,6 +399,8 @@ def write_markdown(
     groups = summarize(runs)
     if any(g.n > 1 for g in groups):
         out += ["## Mean over seeds (± standard error)", "", _markdown(*summary_rows(groups)), ""]
+    if any(r.gaps for r in runs):
+        out += ["## Inference gaps", "", _markdown(*gap_rows(runs)), "", GAPS_CAPTION, ""]
     lines = notes(runs, sweeps)
     if lines:
         out += ["## Not finished", ""] + [f"- {line}" for line in lines] + [""]

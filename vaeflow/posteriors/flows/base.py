@@ -82,6 +82,11 @@ class FlowPosterior(Posterior):
             log_q = log_q - ladj
         return z, log_q
 
+    @property
+    def has_log_prob(self) -> bool:
+        r"""Whether every step has an inverse."""
+        return all(type(step).inverse is not FlowStep.inverse for step in self.steps)
+
     def log_prob(self, z: Tensor, h: Tensor) -> Tensor:
         total = 0.0
         for step in reversed(self.steps):
