@@ -27,6 +27,13 @@ class Bernoulli(nn.Module):
         x = x.flatten(1)
         return (x * logits - F.softplus(logits)).sum(-1)
 
+    def log_prob_pairs(self, logits: Tensor, x: Tensor) -> Tensor:
+        r"""``log p(x_b|z_p)`` for every pair of ``logits [P, Pixels]`` and image ``x [B, ...]``,
+        ``[P, B]``: ``l_p . x_b - sum softplus(l_p)``, one matrix product instead of ``P x B``
+        elementwise rows (quadrature decodes a grid of points once for a batch of images)."""
+        x = x.flatten(1).to(logits.dtype)
+        return logits @ x.T - F.softplus(logits).sum(-1, keepdim=True)
+
     def mean(self, logits: Tensor) -> Tensor:
         return torch.sigmoid(logits)
 

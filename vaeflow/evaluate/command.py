@@ -309,8 +309,11 @@ def evaluate(cfg: DictConfig, out_dir: str | Path, *, multirun: bool = False) ->
             )
         result |= _quadrature_figures(quad, est, dims)
         result["quadrature"] = {
-            "points": quad.points, "half_width": quad.half_width, "time_s": time.perf_counter() - quad_start,
-        }  # fmt: skip
+            "points": quad.points,
+            "half_width": quad.half_width,
+            "multimodal": int((quad.regions > 1).sum()),  # examples whose posterior has separate regions
+            "time_s": time.perf_counter() - quad_start,
+        }
         rows += [
             ("NLL by quadrature (exact up to its error)", _fmt(result["eval/quad_nll"]), _fmt(result["eval/quad_nll_se"])),
             ("  grid error estimate (mean / max)", f"{result['eval/quad_error_mean']:.1e} / {result['eval/quad_error_max']:.1e}", ""),

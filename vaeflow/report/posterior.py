@@ -47,6 +47,8 @@ IMAGES, SAMPLES, SEED = 4, 50_000, 0
 MASS_LEVELS = (0.99, 0.9, 0.5)
 #: cells per axis of q's histogram (families without a density), over the same box
 HISTOGRAM_BINS = 48
+#: cells per axis of the grid the panels show, for 1 and 2 latents
+DISPLAY_CELLS = {1: 400, 2: 120}
 
 
 @dataclass
@@ -54,7 +56,7 @@ class PosteriorPanel:
     r"""One image's true and approximate posteriors on the same grid (float64, CPU).
 
     Attributes:
-        edges: the bin edges of each axis of the grid (``D`` tensors).
+        edges: the bin edges of each axis of the display grid (``D`` tensors).
         p: :math:`p(z|x)` on the grid's cells, ``[n]`` or ``[n, n]`` (first index: :math:`z_1`).
         q: :math:`q(z|x)` on its own cells (the grid's, or ``HISTOGRAM_BINS`` for a histogram).
         q_edges: the edges of ``q``'s cells.
@@ -63,8 +65,9 @@ class PosteriorPanel:
         kl, kl_se: :math:`KL(q \| p(z|x))` and its Monte Carlo standard error.
         levels: the contour levels (densities) enclosing :data:`MASS_LEVELS` of ``p``.
         samples: q's samples behind the KL (and the histogram).
-        view: the part of the grid shown, ``(lo, hi)`` per axis: where 99.9% of p's mass and
-            of q's is, with a margin (the quadrature grid keeps more, for the integral).
+        view: the box shown, ``(lo, hi)`` per axis: where 99.9% of p's mass and of q's
+            samples is, 10% wider (the quadrature grid keeps more, for the integral); ``p``
+            and a density ``q`` are evaluated on a grid of it.
     """
 
     edges: list[Tensor]
@@ -118,14 +121,13 @@ def mass_box(density: Tensor, edges: list[Tensor], mass: float = 0.999) -> list[
     return box
 
 
-def _union(
-    a: list[tuple[float, float]], b: list[tuple[float, float]], edges: list[Tensor]
-) -> list[tuple[float, float]]:
+def _union(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    r"""The box around both ``a`` and ``b``, 10% wider on each side."""
     out = []
-    for (a0, a1), (b0, b1), e in zip(a, b, edges):
+    for (a0, a1), (b0, b1) in zip(a, b):
         lo, hi = min(a0, b0), max(a1, b1)
         margin = 0.1 * (hi - lo)
-        out.append((max(float(e[0]), lo - margin), min(float(e[-1]), hi + margin)))
+        out.append((lo - margin, hi + margin))
     return out
 
 
@@ -157,31 +159,68 @@ def posterior_panels(
         log_px_z, log_pz = model.log_joint(z, x)
         elbo = (log_px_z + log_pz - log_q).double().cpu()
     for j in range(x.shape[0]):
-        edges = [torch.linspace(float(lo), float(hi), quad.points + 1, dtype=torch.float64)
-                 for lo, hi in zip(quad.lo[j], quad.hi[j])]  # fmt: skip
-        cell = float(quad.cell[j].prod())
-        p = quad.log_posterior(j).exp()
+        # where p's mass is (on the quadrature grid) and q's (its samples), then a display grid
+        # where p's mass is (on a grid of the quadrature's box) and q's (its samples)
+        log_px = float(quad.log_px[j])
+        box = list(zip(quad.lo[j].tolist(), quad.hi[j].tolist()))
+        first_edges, first_p = _posterior_grid(model, x[j : j + 1], box, DISPLAY_CELLS[d], log_px)
+        q_box = [(float(v.quantile(0.0005)), float(v.quantile(0.9995))) for v in z[:, j].double().cpu().T]
+        view = _union(mass_box(first_p, first_edges), q_box)
+        edges, p = _posterior_grid(model, x[j : j + 1], view, DISPLAY_CELLS[d], log_px)
+        cell = math.prod(float(e[1] - e[0]) for e in edges)
         if has_density(model):
-            centres = quad.axes(j)
-            points = torch.cartesian_prod(*centres).reshape(-1, 1, d).to(param.device, param.dtype)
+            centres = _centres(edges).to(param.device, param.dtype)
             with torch.inference_mode():
-                q = model.posterior.log_prob(points, h[j : j + 1])[:, 0].double().cpu().exp().reshape(p.shape)
+                q = (
+                    model.posterior.log_prob(centres, h[j : j + 1])[:, 0]
+                    .double()
+                    .cpu()
+                    .exp()
+                    .reshape(p.shape)
+                )
             q_edges, q_density = edges, True
         else:
-            q_edges = [torch.linspace(float(e[0]), float(e[-1]), HISTOGRAM_BINS + 1, dtype=torch.float64)
-                       for e in edges]  # fmt: skip
+            q_edges = [grid_edges(lo, hi, HISTOGRAM_BINS) for lo, hi in view]
             counts = torch.histogramdd(z[:, j].double().cpu(), bins=q_edges).hist
             q_cell = math.prod(float(e[1] - e[0]) for e in q_edges)
             q, q_density = counts / (samples * q_cell), False
         mean, se = mean_se(elbo[:, j])
-        view = _union(mass_box(p, edges), mass_box(q, q_edges), edges)
         panels.append(
             PosteriorPanel(
-                edges, p, q, q_edges, q_density, float(quad.log_px[j]), float(quad.error[j]),
-                float(quad.log_px[j]) - mean, se, hpd_levels(p, cell), samples, view,
+                edges, p, q, q_edges, q_density, log_px, float(quad.error[j]), log_px - mean, se,
+                hpd_levels(p, cell), samples, view,
             )
         )  # fmt: skip
     return panels
+
+
+def _centres(edges: list[Tensor]) -> Tensor:
+    r"""The cell centres of a grid, ``[cells, 1, D]`` (the first axis slowest)."""
+    import torch
+
+    return torch.cartesian_prod(*[(e[1:] + e[:-1]) / 2 for e in edges]).reshape(-1, 1, len(edges))
+
+
+def _posterior_grid(
+    model: VAE, x: Tensor, box: list[tuple[float, float]], cells: int, log_px: float
+) -> tuple[list[Tensor], Tensor]:
+    r""":math:`p(z|x) = \exp(\log p(x, z) - \log p(x))` on a grid of ``cells`` per axis over
+    ``box``: ``(edges, density)``."""
+    import torch
+
+    edges = [grid_edges(lo, hi, cells) for lo, hi in box]
+    param = next(model.parameters())
+    with torch.inference_mode():
+        log_px_z, log_pz = model.log_joint(_centres(edges).to(param.device, param.dtype), x)
+    density = (log_px_z + log_pz)[:, 0].double().cpu().sub(log_px).exp()
+    return edges, density.reshape([cells] * len(box))
+
+
+def grid_edges(lo: float, hi: float, n: int) -> Tensor:
+    r"""The ``n + 1`` edges of ``n`` equal cells of ``[lo, hi]``, float64."""
+    import torch
+
+    return torch.linspace(lo, hi, n + 1, dtype=torch.float64)
 
 
 def plot_posteriors(
