@@ -65,3 +65,18 @@ def test_the_keys_users_type(compose_train):
     assert (cfg.dataset.root, cfg.dataset.download, cfg.posterior.depth) == ("/somewhere", True, 8)
     assert (cfg.kl.estimator, cfg.model.latent_dim, cfg.optim.lr) == ("mc", 40, 5e-4)
     assert (cfg.trainer.batch_size, cfg.trainer.max_epochs, cfg.trainer.device, cfg.seed) == (64, 3, "cpu", 7)
+
+
+@pytest.mark.parametrize("preset", ["digits_2d", "mnist_2d"])
+def test_the_2d_presets_train_every_family_with_two_latents(preset: str):
+    # the sweep of the preset lists every registered family, and each builds with 2 latents
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module(config_module="vaeflow.conf", version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[f"experiment={preset}"], return_hydra_config=True)
+    families = cfg.hydra.sweeper.params.posterior.split(",")
+    assert sorted(families) == POSTERIORS.names() and cfg.model.latent_dim == 2
+    for family in families:
+        with initialize_config_module(config_module="vaeflow.conf", version_base="1.3"):
+            one = compose(config_name="train", overrides=[f"experiment={preset}", f"posterior={family}"])
+        assert build_model(one, (1, 28, 28)).latent_dim == 2
