@@ -101,3 +101,22 @@ def test_the_gap_table_and_active_units(tmp_path):
     markdown = files["markdown"].read_text()
     assert "## Inference gaps" in markdown and "gaps.png" in markdown and files["gaps"].stat().st_size > 1000
     assert "posterior" not in files  # 16 latents: no posterior figure
+
+
+def test_a_one_latent_run_gets_curves(tmp_path):
+    GlobalHydra.instance().clear()
+    with initialize_config_module("vaeflow.conf", version_base="1.3"):
+        overrides = ["posterior=planar", "posterior.depth=2", *FAST, "model.latent_dim=1"]
+        cfg = compose("train", overrides=overrides, return_hydra_config=False)
+    run = tmp_path / "one"
+    train(cfg, run)
+    (run / ".hydra").mkdir()
+    (run / ".hydra" / "config.yaml").write_text(json.dumps(dict_of(cfg)))
+    trained = load_trained(run)
+    [panel] = posterior_panels(trained.model, trained.data.test, images=1, samples=20_000)
+    assert len(panel.edges) == 1 and panel.p.dim() == 1 and not panel.q_density
+    cell = float(panel.edges[0][1] - panel.edges[0][0])
+    assert abs(float(panel.p.sum()) * cell - 1) < 1e-3
+    runs, sweeps = collect([run])
+    files = write_report(runs, tmp_path / "out", sweeps)
+    assert files["posterior"].stat().st_size > 1000
