@@ -93,6 +93,14 @@ def test_the_gap_table_and_active_units(tmp_path):
     runs, sweeps = collect([tmp_path / "runs"])
     header, [row] = table_rows(runs)
     assert row[header.index("active units")] == "5/16"
+    assert row[header.index("test NLL ± se")] == "28.50 ± 0.20" and row[header.index("k")] == "5000"
+    # with an exact NLL (1 or 2 latents), the report shows it rather than the estimate
+    (run / "eval" / "e" / "eval.json").write_text(
+        json.dumps(evaluation | {"eval/quad_nll": 27.0, "eval/quad_nll_se": 0.3})
+    )
+    runs, sweeps = collect([tmp_path / "runs"])
+    header, [row] = table_rows(runs)
+    assert row[header.index("test NLL ± se")] == "27.00 ± 0.30" and row[header.index("k")] == "quadrature"
     header, [row] = gap_rows(runs)
     assert row[header.index("approximation gap")] == "0.500 ± 0.050"
     assert row[header.index("amortization gap")] == "1.250 ± 0.100"

@@ -16,7 +16,8 @@ __all__ = ["paired_deltas", "Group", "summarize"]
 
 
 def _per_example_nll(run: Run) -> tuple[Any, Any] | None:
-    r"""``(ids, nll)`` of the test images of ``run``'s latest evaluation, if it kept them."""
+    r"""``(ids, nll)`` of the test images of ``run``'s latest evaluation, if it kept them: by
+    quadrature where the run's NLL is (``run.exact``), else the IW estimates."""
     if run.eval_path is None:
         return None
     path = run.eval_path.parent / "per_example.pt"
@@ -24,7 +25,7 @@ def _per_example_nll(run: Run) -> tuple[Any, Any] | None:
         import torch
 
         data = torch.load(path, map_location="cpu", weights_only=True)
-        return data["ids"], -data["log_px"].double()
+        return data["ids"], -data["log_px_quad" if run.exact else "log_px"].double()
     except Exception:  # no per-example file (older evaluations), or an unreadable one
         return None
 
@@ -72,7 +73,7 @@ def paired_deltas(runs: Sequence[Run], baseline: str | None = None) -> Run | Non
         return None
     base_ids, base_nll = figures
     for run in evaluated:
-        if run.dataset != base.dataset:
+        if run.dataset != base.dataset or run.exact != base.exact:  # exact NLLs pair only with exact ones
             continue
         figures = (base_ids, base_nll) if run is base else _per_example_nll(run)
         if figures is None:

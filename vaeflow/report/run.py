@@ -86,6 +86,7 @@ class Run:
     source: str = ""
     history: list[dict[str, Any]] = field(repr=False, default_factory=list)
     same_images: bool = False  # whether the ELBO and the NLL were measured on the same images
+    exact: bool = False  # whether the NLL is by quadrature (1 or 2 latents) rather than estimated
     active_units: int | None = None  # latents whose posterior mean varies (vaeflow eval)
     gaps: dict[str, Any] | None = field(repr=False, default=None)  # the latest vaeflow eval gaps=true
     label: str = ""  # the name without the overrides that every run of the report shares
@@ -277,6 +278,8 @@ def load_run(path: str | Path, root: str | Path | None = None, now: float | None
         run.same_images = True
         run.examples = e.get("examples") if isinstance(e.get("examples"), int) else None
         run.split_size = e.get("split_size") if isinstance(e.get("split_size"), int) else None
+        if _finite(e.get("eval/quad_nll")):  # 1 or 2 latents: the exact NLL, not an estimate
+            run.nll, run.nll_se, run.exact = e["eval/quad_nll"], _number(e.get("eval/quad_nll_se")), True
         units = e.get("eval/active_units")
         run.active_units = units if isinstance(units, int) else None
     gaps, _ = _latest_eval(path, "eval/gaps/approximation")

@@ -86,11 +86,15 @@ def _delta(run: Run) -> str:
 
 
 def _k(run: Run) -> str:
-    if not run.k:
+    if run.exact:
+        k = "quadrature"
+    elif not run.k:
         return "—"
+    else:
+        k = str(run.k)
     if run.examples and run.split_size and run.examples < run.split_size:
-        return f"{run.k} ({run.examples:,} images)"  # evaluated on a seeded subset
-    return str(run.k)
+        return f"{k} ({run.examples:,} images)"  # evaluated on a seeded subset
+    return k
 
 
 def table_rows(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]]:
@@ -219,6 +223,11 @@ def _caption(runs: Sequence[Run]) -> str:
     parts = ["ELBO, NLL and KL in nats per image on the test split, from the best validation checkpoint"]
     if "eval" in sources:
         parts.append("NLL ± s.e. over test images from `vaeflow eval` where a run has one")
+    if any(r.exact for r in runs):
+        parts.append(
+            "k = quadrature: the exact NLL of a run with 1 or 2 latents (up to its grid error, "
+            "`eval/quad_error_max`), not an estimate; its Δ NLL pairs only with other such runs"
+        )
     if "train" in sources:
         parts.append(
             "elsewhere the training's final figures: the same estimator with k = trainer.iw_k on a seeded "
