@@ -84,11 +84,6 @@ class PosteriorPanel:
     view: list[tuple[float, float]]
 
 
-def has_density(model: VAE) -> bool:
-    r"""Whether the model's posterior can evaluate :math:`\log q(z|x)` of a given z."""
-    return model.posterior.has_log_prob
-
-
 def hpd_levels(density: Tensor, cell: float, masses: Sequence[float] = MASS_LEVELS) -> list[float]:
     r"""The densities above which the cells hold each of ``masses`` of the distribution
     (highest-density regions), for contour lines."""
@@ -105,9 +100,7 @@ def hpd_levels(density: Tensor, cell: float, masses: Sequence[float] = MASS_LEVE
 
 def mass_box(density: Tensor, edges: list[Tensor], mass: float = 0.999) -> list[tuple[float, float]]:
     r"""The bounding box ``(lo, hi)`` per axis of the highest-density cells holding ``mass``."""
-    import math as _math
-
-    cell = _math.prod(float(e[1] - e[0]) for e in edges)
+    cell = math.prod(float(e[1] - e[0]) for e in edges)
     level = hpd_levels(density, cell, [mass])[0]
     kept = density >= level
     box = []
@@ -168,7 +161,7 @@ def posterior_panels(
         view = _union(mass_box(first_p, first_edges), q_box)
         edges, p = _posterior_grid(model, x[j : j + 1], view, DISPLAY_CELLS[d], log_px)
         cell = math.prod(float(e[1] - e[0]) for e in edges)
-        if has_density(model):
+        if model.posterior.has_log_prob:
             centres = _centres(edges).to(param.device, param.dtype)
             with torch.inference_mode():
                 q = (
