@@ -13,12 +13,15 @@
 # interrupted training resumes from its last checkpoint (trainer.resume=auto), and a
 # finished run without an evaluation is evaluated. Each row logs to OUT_DIR/<row>.log.
 # EVAL_LIMIT=N evaluates a seeded subset of N test images (`vaeflow eval ... limit=N`), for a
-# first look; the README's rows are on the full test set. maf4 samples sequentially and is
+# first look; the README's rows are on the full test set. EVAL_ARGS="..." adds overrides to
+# every row's `vaeflow eval` (the README's gaps: EVAL_LIMIT=1000 EVAL_ARGS="gaps=true gaps.n=100").
+# maf4 samples sequentially and is
 # evaluated in larger chunks (memory_mb=1024: about 75 minutes at one thread, 1 hour at two).
 set -euo pipefail
 
 DATA=${1:-../shared/data/binarized_mnist}
 EVAL_LIMIT=${EVAL_LIMIT:-}
+EVAL_ARGS=${EVAL_ARGS:-}
 OUT=${2:-outputs/mnist_cpu}
 shift $(($# < 2 ? $# : 2))
 
@@ -78,7 +81,7 @@ run_row() {  # row overrides eval_overrides (DATA and OUT from the environment)
     fi
   fi
   # shellcheck disable=SC2086  # the overrides are words
-  if ! vaeflow eval "$dir" k=5000 $eval_overrides ${EVAL_LIMIT:+limit="$EVAL_LIMIT"} threads=1 progress=plain \
+  if ! vaeflow eval "$dir" k=5000 $eval_overrides $EVAL_ARGS ${EVAL_LIMIT:+limit="$EVAL_LIMIT"} threads=1 progress=plain \
     >>"$out/$row.log" 2>&1; then
     echo "$row: evaluation failed: $(tail -n 1 "$out/$row.log")" >&2
     return 1
@@ -86,7 +89,7 @@ run_row() {  # row overrides eval_overrides (DATA and OUT from the environment)
   echo "$row: done"
 }
 export -f run_row
-export DATA OUT EVAL_LIMIT
+export DATA OUT EVAL_LIMIT EVAL_ARGS
 
 for row in "${selected[@]}"; do
   printf '%s\0%s\0%s\0' "$row" "${ROWS[$row]}" "${EVAL_ROWS[$row]:-}"
