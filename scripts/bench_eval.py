@@ -51,7 +51,8 @@ def model_config(args: argparse.Namespace) -> dict:
         posterior["depth"] = args.depth
     hidden = list(args.hidden)
     return {
-        "model": {"latent_dim": args.latent_dim, "likelihood": "bernoulli"},
+        "model": {"latent_dim": args.latent_dim},
+        "likelihood": {"name": "bernoulli"},
         "encoder": {"name": "mlp", "hidden_dims": hidden},
         "decoder": {"name": "mlp", "hidden_dims": hidden[::-1]},
         "posterior": posterior,

@@ -26,7 +26,7 @@ import torch
 
 from vaeflow.errors import CheckpointError
 
-__all__ = ["write_atomic", "save_atomic", "write_json_atomic", "load_checkpoint"]
+__all__ = ["write_atomic", "save_atomic", "write_json_atomic", "load_checkpoint", "upgrade_config"]
 
 
 def write_atomic(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
@@ -90,4 +90,23 @@ def load_checkpoint(path: str | Path) -> dict:
         ) from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise CheckpointError(f"checkpoint {path} is not a vaeflow checkpoint (no model or config)")
+    if isinstance(state["config"], dict):
+        state["config"] = upgrade_config(state["config"])
     return state
+
+
+#: datasets whose ``binarize`` option was fixed to ``dynamic`` before it was an option
+_BINARIZED_BEFORE = ("digits", "mnist", "fashion_mnist", "omniglot")
+
+
+def upgrade_config(config: dict) -> dict:
+    r"""A checkpoint's config in today's keys, so that older runs resume and evaluate:
+    ``model.likelihood: <name>`` became the ``likelihood`` group, and the MNIST-like
+    datasets gained ``binarize`` (which was ``dynamic``)."""
+    model, dataset = config.get("model"), config.get("dataset")
+    if "likelihood" not in config and isinstance(model, dict):
+        config = {**config, "model": {k: v for k, v in model.items() if k != "likelihood"}}
+        config["likelihood"] = {"name": model.get("likelihood", "bernoulli")}
+    if isinstance(dataset, dict) and dataset.get("name") in _BINARIZED_BEFORE and "binarize" not in dataset:
+        config = {**config, "dataset": {**dataset, "binarize": "dynamic"}}
+    return config

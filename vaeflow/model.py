@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from vaeflow.checks import integer, text
+from vaeflow.checks import integer
 from vaeflow.likelihoods import LIKELIHOODS
 from vaeflow.nets import DECODERS, ENCODERS
 from vaeflow.posteriors import POSTERIORS
@@ -50,7 +50,7 @@ class VAE(nn.Module):
         posterior: ``h -> (z, log q(z|x))``.
         prior: ``log_prob(z)``, ``sample(n)``.
         decoder: ``z -> likelihood parameters``.
-        likelihood: ``log_prob(params, x)``, ``mean(params)``.
+        likelihood: a :class:`~vaeflow.likelihoods.Likelihood`.
         input_shape: image shape ``(C, H, W)``.
     """
 
@@ -125,21 +125,22 @@ class VAE(nn.Module):
         return self.decode_mean(z[0])
 
 
-def build_model(cfg: Mapping[str, Any], input_shape: Sequence[int]) -> VAE:
-    r"""Builds the VAE that a composed config describes.
+def build_model(cfg: Mapping[str, Any], input_shape: Sequence[int], levels: int | None = 2) -> VAE:
+    r"""Builds the VAE that a composed config describes, for images of ``input_shape`` with
+    ``levels`` values per pixel (:attr:`~vaeflow.data.DataSplits.levels`).
 
-    Uses the groups ``encoder``, ``decoder``, ``posterior``, ``prior`` and the keys
-    ``model.latent_dim`` and ``model.likelihood``.
+    Uses the groups ``encoder``, ``decoder``, ``posterior``, ``prior``, ``likelihood``
+    (``bernoulli`` when absent) and the key ``model.latent_dim``; the decoder emits what the likelihood reads
+    (:attr:`~vaeflow.likelihoods.Likelihood.param_shape`).
     """
     latent_dim = integer(
         "model.latent_dim", cfg["model"]["latent_dim"], 1,
         advice="the latent space needs an integer number of dimensions, at least 1",
     )  # fmt: skip
+    likelihood_cfg = cfg.get("likelihood") or {"name": "bernoulli"}
+    likelihood = LIKELIHOODS.build(likelihood_cfg, shape=input_shape, levels=levels)
     encoder = ENCODERS.build(cfg["encoder"], input_shape=input_shape)
     posterior = POSTERIORS.build(cfg["posterior"], latent_dim=latent_dim, feature_dim=encoder.feature_dim)
     prior = PRIORS.build(cfg["prior"], latent_dim=latent_dim)
-    decoder = DECODERS.build(cfg["decoder"], latent_dim=latent_dim, output_shape=input_shape)
-    likelihood = LIKELIHOODS.build(
-        {"name": text("model.likelihood", cfg["model"].get("likelihood", "bernoulli"))}
-    )
+    decoder = DECODERS.build(cfg["decoder"], latent_dim=latent_dim, output_shape=likelihood.param_shape)
     return VAE(encoder, posterior, prior, decoder, likelihood, input_shape)

@@ -55,6 +55,7 @@ class Stream(IntEnum):
     EPOCH = 5  #: an epoch's data order and dynamic binarization (and the epoch's index)
     TRAIN_NOISE = 6  #: the training step's posterior noise
     EXAMPLE_NOISE = 7  #: the counter-based noise of :func:`example_noise`
+    DEQUANTIZE = 8  #: the fixed uniform dequantization of validation and test (and the split's index)
 
 
 _MASK64 = 0xFFFFFFFFFFFFFFFF

@@ -1,11 +1,13 @@
 r"""Datasets: in-memory splits, the registry and every registered loader."""
 
-from vaeflow.data import binarized_mnist, digits, mnist, omniglot  # noqa: F401  (registers loaders)
+from vaeflow.data import arrays, binarized_mnist, cifar10, digits, image_folder, mnist, omniglot, svhn  # noqa: F401  (registers loaders)
 from vaeflow.data.base import (
     BatchLoader,
     DataSplits,
     Split,
     binarize_fixed,
+    dequantized,
+    make_splits,
     seeded_subset,
     split_indices,
 )
@@ -17,6 +19,8 @@ __all__ = [
     "DataSplits",
     "Split",
     "binarize_fixed",
+    "dequantized",
+    "make_splits",
     "load_dataset",
     "register",
     "seeded_subset",

@@ -2,12 +2,13 @@ r"""In-memory dataset splits and a fast batch iterator.
 
 Every dataset vaeflow knows is small enough to live in memory as one tensor, so a split
 is a tensor of images ``[N, C, H, W]`` with values in ``[0, 1]`` rather than a
-``torch.utils.data.Dataset`` with per-item Python calls. A split is either *static*
-(already binary) or *dynamic*: its values are Bernoulli probabilities and every time an
-image is drawn for training a fresh binary sample is taken (dynamic binarization, as in
-Burda et al. 2016). Validation and test splits are always static: a dynamic source is
-binarized once with a fixed seed (:func:`binarize_fixed`) so that every run and every
-evaluation sees the same bits.
+``torch.utils.data.Dataset`` with per-item Python calls. A split is either *static* (its
+values are the data: binary, ``levels`` discrete values, or continuous) or *dynamic*: its
+values are Bernoulli probabilities and every time an image is drawn for training a fresh
+binary sample is taken (dynamic binarization, as in Burda et al. 2016). Validation and test
+splits are always static: a dynamic source is binarized once with a fixed seed
+(:func:`binarize_fixed`) so that every run and every evaluation sees the same bits.
+:func:`make_splits` applies these conventions (and ``dataset.binarize``) for every loader.
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ from vaeflow.errors import ConfigError
 from vaeflow.randomness import Stream, stream_seed
 
 __all__ = [
-    "dynamic_splits",
+    "BINARIZE",
+    "make_splits",
+    "dequantize",
+    "dequantized",
     "Split",
     "DataSplits",
     "binarize_fixed",
@@ -39,10 +43,14 @@ class Split:
     Arguments:
         images: ``[N, C, H, W]`` float32 in ``[0, 1]``.
         dynamic: if true, ``images`` are Bernoulli probabilities, binarized at each draw.
+        dequantize: if set (to the data's levels ``L``), every draw is dequantized afresh:
+            ``(k + u) / L`` for the value ``k / (L - 1)``, ``u ~ U[0, 1)`` (for a density
+            likelihood, :func:`dequantized`).
     """
 
     images: Tensor
     dynamic: bool = False
+    dequantize: int | None = None
 
     def __post_init__(self) -> None:
         if self.images.dim() != 4:
@@ -53,17 +61,20 @@ class Split:
         return self.images.shape[0]
 
     def subset(self, index: Tensor) -> Split:
-        return Split(self.images[index], self.dynamic)
+        return Split(self.images[index], self.dynamic, self.dequantize)
 
 
 @dataclass
 class DataSplits:
-    r"""The train, validation and test splits of a dataset."""
+    r"""The train, validation and test splits of a dataset, and what its pixels are: values
+    ``k / (levels - 1)`` for ``k = 0 .. levels - 1`` (``levels=2``: binary, including a
+    dynamically binarized split's draws), or continuous in ``[0, 1]`` (``levels=None``)."""
 
     name: str
     train: Split
     val: Split
     test: Split
+    levels: int | None = 2  #: discrete values per pixel (2: binary, 256: 8 bits); None: continuous
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -80,6 +91,29 @@ def binarize_fixed(probs: Tensor, seed: int) -> Tensor:
     r"""A seeded, one-off Bernoulli binarization of ``probs`` (same bits on every call)."""
     generator = torch.Generator().manual_seed(seed)
     return torch.bernoulli(probs.to(torch.float32), generator=generator)
+
+
+def dequantize(images: Tensor, levels: int, generator: torch.Generator | None = None) -> Tensor:
+    r"""Uniform dequantization: the value ``k / (levels - 1)`` becomes ``(k + u) / levels``
+    with ``u ~ U[0, 1)``, a point of the k-th of ``levels`` equal bins of ``[0, 1)``."""
+    k = torch.round(images * (levels - 1))
+    u = torch.rand(images.shape, generator=generator, device=images.device, dtype=images.dtype)
+    return (k + u) / levels
+
+
+def dequantized(data: DataSplits, seed: int = 0) -> DataSplits:
+    r"""``data`` for a density likelihood (:attr:`~vaeflow.likelihoods.Likelihood.dequantizes`):
+    the training split dequantized afresh at every draw, validation and test once, with seeds
+    from ``(seed, Stream.DEQUANTIZE, split)``, so that every run and every evaluation scores
+    the same values (as a dynamic source's validation and test bits are fixed)."""
+    if data.levels is None:
+        return data
+    fixed = {}
+    for index, name in enumerate(("val", "test")):
+        generator = torch.Generator().manual_seed(stream_seed(seed, Stream.DEQUANTIZE, index))
+        fixed[name] = Split(dequantize(data[name].images, data.levels, generator))
+    train = Split(data.train.images, data.train.dynamic, data.levels)
+    return DataSplits(data.name, train, fixed["val"], fixed["test"], data.levels)
 
 
 def split_indices(n: int, sizes: list[int], seed: int) -> list[Tensor]:
@@ -151,7 +185,7 @@ class BatchLoader:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.device = torch.device(device)
         self.images = split.images.to(self.device)
-        self.dynamic = split.dynamic
+        self.dynamic, self.dequantize = split.dynamic, split.dequantize
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.drop_last = drop_last
@@ -180,41 +214,80 @@ class BatchLoader:
             x = self.images[order[lo:hi]] if order is not None else self.images[lo:hi]
             if self.dynamic:
                 x = torch.bernoulli(x, generator=self.generator)
+            if self.dequantize:
+                x = dequantize(x, self.dequantize, self.generator)
             if i >= skip:
                 yield x
 
 
-def dynamic_splits(
+BINARIZE = ("dynamic", "static", "none")
+
+
+def make_splits(
     name: str,
     train: Tensor,
-    test: Tensor,
-    val_size: int,
-    split_seed: int,
-    binarize_seed: int,
+    test: Tensor | None = None,
+    *,
+    val: Tensor | None = None,
+    val_size: int = 0,
+    test_size: int = 0,
+    split_seed: int = 0,
+    binarize: str = "none",
+    binarize_seed: int = 1,
+    levels: int | None = 256,
 ) -> DataSplits:
-    r"""Splits of a dataset of Bernoulli probabilities, by the house conventions.
+    r"""The splits of a dataset of pixel values in ``[0, 1]``, by the house conventions.
 
-    ``val_size`` images of ``train`` (chosen with ``split_seed``) become the validation
-    split. The rest of ``train`` is dynamic; validation and test are binarized once, with
-    ``binarize_seed`` and ``binarize_seed + 1``.
+    Splits that the files do not give are carved from ``train`` by one seeded partition
+    (:func:`split_indices` with ``split_seed``): ``val_size`` images for validation when
+    ``val`` is ``None``, then ``test_size`` for testing when ``test`` is ``None``.
+
+    ``binarize`` (``dataset.binarize``) says what the pixels become:
+
+    - ``dynamic``: the values are Bernoulli probabilities; training images are binarized
+      afresh at every draw (Burda et al., 2016), validation and test once, with
+      ``binarize_seed`` and ``binarize_seed + 1``;
+    - ``static``: every split binarized once (training with ``binarize_seed + 2``);
+    - ``none``: the values as they are, ``levels`` of them per pixel (``k / (levels - 1)``;
+      ``None`` for continuous data).
 
     Arguments:
-        name: the dataset's name.
-        train: training probabilities ``[N, C, H, W]``.
-        test: test probabilities ``[M, C, H, W]``.
-        val_size: images moved from training to validation.
+        name: the dataset's name (for messages).
+        train: training values ``[N, C, H, W]``.
+        test: test values, or ``None`` to carve ``test_size`` images from ``train``.
+        val: validation values, or ``None`` to carve ``val_size`` images from ``train``.
+        val_size: images carved for validation (when ``val`` is ``None``).
+        test_size: images carved for testing (when ``test`` is ``None``).
         split_seed: seed of the partition.
+        binarize: ``dynamic``, ``static`` or ``none``.
         binarize_seed: seed of the fixed binarizations.
+        levels: discrete values per pixel of the data when ``binarize="none"``.
     """
+    if binarize not in BINARIZE:
+        raise ConfigError(f"dataset.binarize={binarize!r} is not one of {', '.join(BINARIZE)}")
+    carve = {key: size for key, size, given in (("val_size", val_size, val), ("test_size", test_size, test))
+             if given is None}  # fmt: skip
     n = train.shape[0]
-    if not 1 <= val_size < n:
-        raise ConfigError(
-            f"dataset.val_size={val_size} must be >= 1 and leave training images out of the {n} of {name}"
-        )
-    val_idx, train_idx = split_indices(n, [val_size], split_seed)
+    for key, size in carve.items():
+        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+            raise ConfigError(f"dataset.{key}={size!r} must be an integer >= 1 for {name}")
+    sizes = list(carve.values())
+    if sum(sizes) >= n:
+        said = " and ".join(f"dataset.{key}={size}" for key, size in carve.items())
+        raise ConfigError(f"{said} leave no training images of the {n} of {name}: make them smaller")
+    parts = split_indices(n, sizes, split_seed)
+    carved = iter(train[idx] for idx in parts[:-1])
+    val = next(carved) if val is None else val
+    test = next(carved) if test is None else test
+    train = train[parts[-1]] if sizes else train
+    if binarize == "none":
+        return DataSplits(name, Split(train), Split(val), Split(test), levels=levels)
     return DataSplits(
-        name=name,
-        train=Split(train[train_idx], dynamic=True),
-        val=Split(binarize_fixed(train[val_idx], binarize_seed)),
+        name,
+        train=Split(train, dynamic=True)
+        if binarize == "dynamic"
+        else Split(binarize_fixed(train, binarize_seed + 2)),
+        val=Split(binarize_fixed(val, binarize_seed)),
         test=Split(binarize_fixed(test, binarize_seed + 1)),
+        levels=2,
     )

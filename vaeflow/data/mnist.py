@@ -1,4 +1,4 @@
-r"""MNIST and Fashion-MNIST, dynamically binarized.
+r"""MNIST and Fashion-MNIST: dynamically binarized (the default), statically, or at 8 bits.
 
 MNIST (LeCun, Bottou, Bengio & Haffner, "Gradient-Based Learning Applied to Document
 Recognition", Proc. IEEE 1998): handwritten digits. Fashion-MNIST (Xiao, Rasul & Vollgraf,
@@ -6,9 +6,10 @@ Recognition", Proc. IEEE 1998): handwritten digits. Fashion-MNIST (Xiao, Rasul &
 2017, https://arxiv.org/abs/1708.07747): photographs of clothes in the same format. Both
 have 60,000 training and 10,000 test images of 28x28 grayscale pixels in IDX files.
 
-``pixel / 255`` is the Bernoulli probability of each pixel. Training images are binarized
-afresh at each draw (dynamic binarization); a seeded validation split is carved from the
-60,000 training images, and validation and test images are binarized once with fixed seeds.
+With ``binarize=dynamic`` ``pixel / 255`` is the Bernoulli probability of each pixel:
+training images are binarized afresh at each draw, validation and test images once with
+fixed seeds. ``binarize=none`` keeps the 8-bit pixels (256 levels) for the discrete
+likelihoods. A seeded validation split is carved from the 60,000 training images.
 
 Files are read from ``root`` laid out as torchvision expects
 (``root/MNIST/raw/train-images-idx3-ubyte[.gz]``, ``root/FashionMNIST/raw/...``),
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vaeflow.data.base import DataSplits, dynamic_splits
+from vaeflow.data.base import DataSplits, make_splits
 from vaeflow.data.download import fetch_with_torchvision
 from vaeflow.data.idx import read_idx
 from vaeflow.data.registry import register
@@ -42,6 +43,7 @@ def load_mnist(
     download: bool = False,
     val_size: int = 10_000,
     split_seed: int = 0,
+    binarize: str = "dynamic",
     binarize_seed: int = 1,
 ) -> DataSplits:
     r"""Loads MNIST from ``root/MNIST/raw``.
@@ -51,14 +53,17 @@ def load_mnist(
         download: let torchvision fetch the files if they are missing.
         val_size: training images moved to the validation split.
         split_seed: seed of the train/validation partition.
-        binarize_seed: seed of the fixed binarization of validation (test uses
-            ``binarize_seed + 1``).
+        binarize: ``dynamic`` (``pixel / 255`` is each pixel's Bernoulli probability, drawn
+            afresh for training), ``static`` (every split binarized once) or ``none`` (the
+            8-bit pixels: 256 levels), as in :func:`~vaeflow.data.base.make_splits`.
+        binarize_seed: seed of the fixed binarizations (validation; test uses
+            ``binarize_seed + 1``, a static training split ``binarize_seed + 2``).
 
     References:
         | Gradient-Based Learning Applied to Document Recognition (LeCun et al., 1998)
         | https://doi.org/10.1109/5.726791
     """
-    return _load_idx_dataset("mnist", "MNIST", root, download, val_size, split_seed, binarize_seed)
+    return _load_idx_dataset("mnist", "MNIST", root, download, val_size, split_seed, binarize, binarize_seed)
 
 
 @register("fashion_mnist")
@@ -67,6 +72,7 @@ def load_fashion_mnist(
     download: bool = False,
     val_size: int = 10_000,
     split_seed: int = 0,
+    binarize: str = "dynamic",
     binarize_seed: int = 1,
 ) -> DataSplits:
     r"""Loads Fashion-MNIST from ``root/FashionMNIST/raw``.
@@ -85,6 +91,7 @@ def load_fashion_mnist(
         download,
         val_size,
         split_seed,
+        binarize,
         binarize_seed,
     )
 
@@ -96,6 +103,7 @@ def _load_idx_dataset(
     download: bool,
     val_size: int,
     split_seed: int,
+    binarize: str,
     binarize_seed: int,
 ) -> DataSplits:
     r"""Loads an MNIST-format dataset; ``folder`` is also the torchvision class name."""
@@ -110,7 +118,10 @@ def _load_idx_dataset(
         fetch_with_torchvision(name, folder, root, hint)
         paths = {split: _find(raw, stem) for split, stem in _IMAGES.items()}
     probs = {split: _read_images(name, path) for split, path in paths.items()}
-    return dynamic_splits(name, probs["train"], probs["test"], val_size, split_seed, binarize_seed)
+    return make_splits(
+        name, probs["train"], probs["test"], val_size=val_size, split_seed=split_seed,
+        binarize=binarize, binarize_seed=binarize_seed, levels=256,
+    )  # fmt: skip
 
 
 def _find(raw: Path, stem: str) -> Path | None:

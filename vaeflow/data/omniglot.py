@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from vaeflow.data.base import DataSplits, dynamic_splits
+from vaeflow.data.base import DataSplits, make_splits
 from vaeflow.data.download import fetch_with_torchvision
 from vaeflow.data.registry import register
 from vaeflow.errors import DataError
@@ -45,6 +45,7 @@ def load_omniglot(
     download: bool = False,
     val_size: int = 1345,
     split_seed: int = 0,
+    binarize: str = "dynamic",
     binarize_seed: int = 1,
 ) -> DataSplits:
     r"""Loads Omniglot from ``root/omniglot-py``.
@@ -54,11 +55,14 @@ def load_omniglot(
         download: let torchvision fetch a missing image set.
         val_size: background images moved to the validation split.
         split_seed: seed of the train/validation partition.
-        binarize_seed: seed of the fixed binarization of validation (test uses
+        binarize: ``dynamic``, ``static`` or ``none`` (the 8-bit ink of the resized images),
+            as in :func:`~vaeflow.data.base.make_splits`.
+        binarize_seed: seed of the fixed binarizations (validation; test uses
             ``binarize_seed + 1``).
 
     Returns:
-        Splits of shape ``[N, 1, 28, 28]``: train dynamic, validation and test static.
+        Splits of shape ``[N, 1, 28, 28]`` (with ``binarize=dynamic``: train dynamic,
+        validation and test static).
 
     References:
         | Human-level concept learning through probabilistic program induction
@@ -79,7 +83,10 @@ def load_omniglot(
                 raise DataError(f"omniglot: {directory} not found; {hint} or set dataset.download=true")
             fetch_with_torchvision("omniglot", "Omniglot", root, hint, background=split == "train")
         probs[split] = _read_set(directory, hint)
-    return dynamic_splits("omniglot", probs["train"], probs["test"], val_size, split_seed, binarize_seed)
+    return make_splits(
+        "omniglot", probs["train"], probs["test"], val_size=val_size, split_seed=split_seed,
+        binarize=binarize, binarize_seed=binarize_seed, levels=256,
+    )  # fmt: skip
 
 
 def _read_set(directory: Path, hint: str) -> Tensor:

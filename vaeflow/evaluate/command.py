@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from vaeflow.checkpoint import write_json_atomic
 from vaeflow.checks import choice, integer, number, text
 from vaeflow.data import binarize_fixed, seeded_subset
+from vaeflow.data.base import dequantize
 from vaeflow.devices import resolve_device
 from vaeflow.errors import ConfigError, DataError
 from vaeflow.evaluate.estimator import (
@@ -106,7 +107,27 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "-" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
-def _quadrature_figures(quad: Quadrature, est: IWEstimate, dims: int) -> dict[str, float]:
+def bits_per_dim(nll: float, dims: int, levels: int | None) -> float | None:
+    r"""``nll / (D ln 2)``, the NLL of discrete data in bits per dimension; ``None`` for
+    continuous data (``levels=None``), whose NLL is a density's and has no bit count.
+    Every likelihood's NLL is of the discrete data: a density on dequantized data includes
+    the log of the bin width (:mod:`vaeflow.likelihoods.base`)."""
+    return None if levels is None else nll / (dims * math.log(2))
+
+
+def likelihood_record(model: torch.nn.Module) -> dict[str, Any]:
+    r"""What ``eval.json`` says of the likelihood and of the data it scores."""
+    lik = model.likelihood
+    dequantization = (
+        f"uniform: y = (k + u) / {lik.levels}; log p includes -D log {lik.levels} (the bin width); "
+        "validation and test dequantized once, seeded; training afresh at each draw"
+        if lik.dequantizes
+        else "none"
+    )
+    return {"name": lik.name, "levels": lik.levels, "dequantization": dequantization}
+
+
+def _quadrature_figures(quad: Quadrature, est: IWEstimate, dims: int, levels: int | None) -> dict[str, Any]:
     r"""``eval.json``'s quadrature figures: the exact NLL, its grid error, and how far the
     importance-weighted estimate falls below it on the same examples."""
     nll, nll_se = mean_se(-quad.log_px)
@@ -114,7 +135,7 @@ def _quadrature_figures(quad: Quadrature, est: IWEstimate, dims: int) -> dict[st
     return {
         "eval/quad_nll": nll,
         "eval/quad_nll_se": nll_se,
-        "eval/quad_bits_per_dim": nll / (dims * math.log(2)),
+        "eval/quad_bits_per_dim": bits_per_dim(nll, dims, levels),
         "eval/quad_error_mean": float(quad.error.mean()),
         "eval/quad_error_max": float(quad.error.max()),
         "eval/iw_deficit": deficit,
@@ -173,6 +194,8 @@ def evaluate(cfg: DictConfig, out_dir: str | Path, *, multirun: bool = False) ->
     images = split.images[ids]
     if split.dynamic:  # evaluation needs fixed bits: binarize a dynamic split once, seeded
         images = binarize_fixed(images, seed)
+    if split.dequantize:  # and fixed values: dequantize a training split once, seeded
+        images = dequantize(images, split.dequantize, torch.Generator().manual_seed(seed))
     n = images.shape[0]
     dims = math.prod(data.shape)
     memory_mb = chunk_budget_mb(cfg.memory_mb, device)
@@ -229,7 +252,8 @@ def evaluate(cfg: DictConfig, out_dir: str | Path, *, multirun: bool = False) ->
     rec_mean, _ = mean_se(est.rec)
     kl_mean, kl_se = mean_se(est.kl)
     gap_mean, gap_se = mean_se(est.log_px - est.elbo)
-    bpd = nll_mean / (dims * math.log(2))
+    levels = model.likelihood.levels
+    bpd = bits_per_dim(nll_mean, dims, levels)
     result: dict[str, Any] = {
         "eval/iw_nll": nll_mean,
         "eval/iw_nll_se": nll_se,
@@ -262,6 +286,7 @@ def evaluate(cfg: DictConfig, out_dir: str | Path, *, multirun: bool = False) ->
         "k": k,
         "seed": seed,
         "dims": dims,
+        "likelihood": likelihood_record(model),
         "device": str(device),
         "threads": torch.get_num_threads(),
         "chunk": {
@@ -278,7 +303,7 @@ def evaluate(cfg: DictConfig, out_dir: str | Path, *, multirun: bool = False) ->
         ("  reconstruction -E[log p(x|z)]", _fmt(-rec_mean), ""),
         ("  KL(q(z|x) || p(z))", _fmt(kl_mean), _fmt(kl_se)),
         ("IW gain  log p(x) - ELBO", _fmt(gap_mean), _fmt(gap_se)),
-        ("bits/dim (IW-NLL)", _fmt(bpd, 4), _fmt(nll_se / (dims * math.log(2)), 4)),
+        ("bits/dim (IW-NLL)", _fmt(bpd, 4), _fmt(bits_per_dim(nll_se, dims, levels), 4)),
         ("Monte Carlo se per example (mean)", _fmt(result["eval/mc_se_mean"], 4), ""),
         ("effective samples (median of k)", _fmt(result["eval/ess_median"], 1), ""),
     ]
@@ -307,7 +332,7 @@ def evaluate(cfg: DictConfig, out_dir: str | Path, *, multirun: bool = False) ->
             quad = quadrature(
                 model, images, points=quad_cfg["points"], progress=lambda done: bar.update(done)
             )
-        result |= _quadrature_figures(quad, est, dims)
+        result |= _quadrature_figures(quad, est, dims, levels)
         result["quadrature"] = {
             "points": quad.points,
             "half_width": quad.half_width,

@@ -17,7 +17,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from vaeflow.checkpoint import load_checkpoint
-from vaeflow.data import DataSplits, load_dataset
+from vaeflow.data import DataSplits, dequantized, load_dataset
 from vaeflow.errors import CheckpointError, ConfigError
 from vaeflow.model import VAE, build_model
 from vaeflow.resolvers import resumed_run_dir
@@ -154,7 +154,9 @@ def load_trained(
     train_cfg = OmegaConf.create(state["config"])
     dataset_cfg = _dataset_config(train_cfg, dataset_root, run_dir)
     data = load_data(dataset_cfg)
-    model = build_model(train_cfg, data.shape)
+    model = build_model(train_cfg, data.shape, data.levels)
+    if model.likelihood.dequantizes:
+        data = dequantized(data)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as e:

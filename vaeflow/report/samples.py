@@ -47,11 +47,13 @@ class SampleImages:
         samples: the mean images ``E[x|z]`` of prior draws ``z ~ N(0, I)``.
         originals: test images.
         reconstructions: the mean images of one draw ``z ~ q(z|x)`` per test image.
+        caption: what the images are (the likelihood's :attr:`mean_caption`).
     """
 
     samples: Tensor
     originals: Tensor
     reconstructions: Tensor
+    caption: str = "means E[x|z]"
 
 
 def sample_images(
@@ -88,7 +90,12 @@ def sample_images(
     with torch.inference_mode():
         means = model.decode_mean(z.to(param.device, param.dtype))
         reconstructions = model.reconstruct(x.to(param.device, param.dtype), eps)
-    return SampleImages(means.clamp(0, 1).cpu(), x.cpu(), reconstructions.clamp(0, 1).cpu())
+    return SampleImages(
+        means.clamp(0, 1).cpu(),
+        x.clamp(0, 1).cpu(),
+        reconstructions.clamp(0, 1).cpu(),
+        model.likelihood.mean_caption,
+    )
 
 
 def _run_samples(runs: Sequence[Run], seed: int) -> list[tuple[Run, SampleImages]]:
@@ -123,10 +130,16 @@ def _pairs_strip(images: SampleImages) -> np.ndarray:
     return _strip(torch.cat([images.originals, images.reconstructions]), len(images.originals))
 
 
-def _samples_footer(runs: Sequence[Run], sweeps: Sequence[Sweep], seed: int) -> str:
-    r"""What the images are, and which runs are not shown and why."""
+def _samples_footer(
+    runs: Sequence[Run],
+    sweeps: Sequence[Sweep],
+    seed: int,
+    captions: Sequence[str] = ("Bernoulli means E[x|z]",),
+) -> str:
+    r"""What the images are (``captions``: each likelihood's, never binarized), and which
+    runs are not shown and why."""
     lines = [
-        f"images: Bernoulli means E[x|z] of the decoder; a reconstruction decodes one z ~ q(z|x); seed {seed}"
+        f"images: {'; '.join(captions)} of the decoder; a reconstruction decodes one z ~ q(z|x); seed {seed}"
     ]
     note = _unfinished_note(runs, sweeps).removesuffix(" (see the table)")
     skipped = sum(1 for r in runs if r.samples_skipped)
@@ -248,6 +261,14 @@ def plot_samples(
         empty = "no finished run" if not any(r.finished for r in runs) else "no run could be loaded"
         text(_MARGIN, y + 10, empty, fontsize=10, color="#444444")
         y += 60
-    text(_MARGIN, y + 4, _samples_footer(runs, sweeps, seed), fontsize=8.5, color="#444444", linespacing=1.4)
+    captions = sorted({images.caption for _, images in rows}) or ["means E[x|z]"]
+    text(
+        _MARGIN,
+        y + 4,
+        _samples_footer(runs, sweeps, seed, captions),
+        fontsize=8.5,
+        color="#444444",
+        linespacing=1.4,
+    )
     fig.savefig(path, dpi=_DPI)
     return path

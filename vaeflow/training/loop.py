@@ -30,7 +30,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from vaeflow.checkpoint import load_checkpoint, write_json_atomic
-from vaeflow.data import BatchLoader, DataSplits, load_dataset
+from vaeflow.data import BatchLoader, DataSplits, dequantized, load_dataset
 from vaeflow.devices import resolve_device
 from vaeflow.errors import CheckpointError
 from vaeflow.model import build_model
@@ -97,8 +97,9 @@ class Trainer:
             torch.set_num_threads(t.threads)
         seed_everything(cfg.seed)  # the model's initialization draws from the global generators
 
-        self.data = load_dataset(cfg.dataset) if data is None else data
-        self.model = build_model(cfg, self.data.shape).to(self.device)
+        data = load_dataset(cfg.dataset) if data is None else data
+        self.model = build_model(cfg, data.shape, data.levels).to(self.device)
+        self.data = dequantized(data) if self.model.likelihood.dequantizes else data
         self.kl = resolve_kl(str(cfg.kl.estimator), self.model, str(cfg.posterior.name))
         self.objective = ElboObjective(self.kl, o.samples, float(o.free_bits), self.model.latent_dim)
         self.optimizer = build_optimizer(cfg.optim, self.model.parameters())
