@@ -2,6 +2,8 @@
 # The runs behind the README's "Results on static binarized MNIST", two at a time with one
 # torch thread each (the fastest use of 2 cores for batch-100 MLPs), each trained with
 # experiment=mnist_cpu and then evaluated with `vaeflow eval` (k=5000, full test set).
+# EXPERIMENT=mnist8_cpu runs the same rows on 8-bit MNIST ("Any pixels"; DATA_DIR is then
+# the directory holding MNIST/raw).
 #
 #   scripts/mnist_comparison.sh [DATA_DIR] [OUT_DIR] [ROW ...]
 #   scripts/mnist_comparison.sh ../shared/data/binarized_mnist outputs/mnist_cpu            # every row
@@ -22,10 +24,11 @@ set -euo pipefail
 DATA=${1:-../shared/data/binarized_mnist}
 EVAL_LIMIT=${EVAL_LIMIT:-}
 EVAL_ARGS=${EVAL_ARGS:-}
+EXPERIMENT=${EXPERIMENT:-mnist_cpu}
 OUT=${2:-outputs/mnist_cpu}
 shift $(($# < 2 ? $# : 2))
 
-# row name -> overrides of experiment=mnist_cpu
+# row name -> overrides of the experiment (mnist_cpu or mnist8_cpu)
 declare -A ROWS=(
   [mean_field]="posterior=mean_field"
   [full_cov]="posterior=full_cov"
@@ -51,7 +54,7 @@ ORDER=(mean_field planar4 sylvester_o4 iaf4 householder4 radial4 full_cov realnv
   autoregressive maf4 mean_field_gated_300
   iaf4_gated_150 planar16)
 
-if [ ! -f "$DATA/binarized_mnist_test.amat" ]; then
+if [ "$EXPERIMENT" = mnist_cpu ] && [ ! -f "$DATA/binarized_mnist_test.amat" ]; then
   echo "error: no binarized_mnist_test.amat in $DATA; give the directory of the three .amat files" >&2
   exit 2
 fi
@@ -74,7 +77,7 @@ run_row() {  # row overrides eval_overrides (DATA and OUT from the environment)
   echo "$row: running (log: $out/$row.log)"
   if [ ! -f "$dir/metrics.json" ]; then
     # shellcheck disable=SC2086  # the overrides are words
-    if ! vaeflow train experiment=mnist_cpu $overrides dataset.root="$data" trainer.threads=1 \
+    if ! vaeflow train experiment="$EXPERIMENT" $overrides dataset.root="$data" trainer.threads=1 \
       trainer.progress=plain trainer.resume=auto hydra.run.dir="$dir" >>"$out/$row.log" 2>&1; then
       echo "$row: training failed: $(tail -n 1 "$out/$row.log")" >&2
       return 1
@@ -89,7 +92,7 @@ run_row() {  # row overrides eval_overrides (DATA and OUT from the environment)
   echo "$row: done"
 }
 export -f run_row
-export DATA OUT EVAL_LIMIT EVAL_ARGS
+export DATA OUT EVAL_LIMIT EVAL_ARGS EXPERIMENT
 
 for row in "${selected[@]}"; do
   printf '%s\0%s\0%s\0' "$row" "${ROWS[$row]}" "${EVAL_ROWS[$row]:-}"
