@@ -88,6 +88,8 @@ class Run:
     same_images: bool = False  # whether the ELBO and the NLL were measured on the same images
     exact: bool = False  # whether the NLL is by quadrature (1 or 2 latents) rather than estimated
     active_units: int | None = None  # latents whose posterior mean varies (vaeflow eval)
+    bits_per_dim: float | None = None  # the NLL in bits per dimension, for data that are not binary
+    dims: int | None = None  # dimensions of an image (for bits/dim)
     gaps: dict[str, Any] | None = field(repr=False, default=None)  # the latest vaeflow eval gaps=true
     label: str = ""  # the name without the overrides that every run of the report shares
     delta: tuple[float, float] | None = None  # NLL minus the baseline's, paired s.e. (paired_deltas)
@@ -282,6 +284,12 @@ def load_run(path: str | Path, root: str | Path | None = None, now: float | None
             run.nll, run.nll_se, run.exact = e["eval/quad_nll"], _number(e.get("eval/quad_nll_se")), True
         units = e.get("eval/active_units")
         run.active_units = units if isinstance(units, int) else None
+        levels = (e.get("likelihood") or {}).get("levels")
+        if (
+            isinstance(levels, int) and levels > 2 and isinstance(e.get("dims"), int)
+        ):  # 8-bit data and the like
+            run.dims = e["dims"]
+            run.bits_per_dim = run.nll / (run.dims * math.log(2)) if _finite(run.nll) else None
     gaps, _ = _latest_eval(path, "eval/gaps/approximation")
     if gaps is not None and run.status == "completed" and isinstance(gaps.get("gaps"), dict):
         run.gaps = gaps["gaps"]

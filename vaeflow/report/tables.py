@@ -8,6 +8,7 @@ run's :func:`train_command`).
 from __future__ import annotations
 
 import csv
+import math
 import shlex
 from collections.abc import Sequence
 from pathlib import Path
@@ -105,6 +106,8 @@ def table_rows(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]]:
     header += [*(["setting"] if show_setting else []), "status", "epochs", "parameters"]
     show_delta = any(r.delta for r in runs)
     header += ["test ELBO", "test NLL ± se", *(["Δ NLL ± paired se"] if show_delta else [])]
+    show_bits = any(r.bits_per_dim is not None for r in runs)
+    header += ["bits/dim ± se", *(["Δ bits/dim"] if show_delta else [])] if show_bits else []
     show_units = any(r.active_units is not None for r in runs)
     header += ["k", "KL", *(["active units"] if show_units else []), "train time", "images/s", "run"]
     rows = []
@@ -115,10 +118,23 @@ def table_rows(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]]:
         row += [_f(r.elbo), _pm(r.nll, r.nll_se)]
         if show_delta:
             row.append(_delta(r))
+        if show_bits:
+            row += _bits(r, show_delta)
         row += [_k(r), _f(r.kl), *([_units(r)] if show_units else [])]
         row += [_duration(r.train_time_s), _count(r.images_per_s), r.label or r.name]
         rows.append(row)
     return header, rows
+
+
+def _bits(run: Run, delta: bool) -> list[str]:
+    r"""bits/dim ± se, and the paired difference in bits/dim (nats / (D ln 2))."""
+    if run.bits_per_dim is None or not run.dims:
+        return ["—", *(["—"] if delta else [])]
+    per = run.dims * math.log(2)
+    cells = [_pm(run.bits_per_dim, run.nll_se / per if run.nll_se is not None else None, 4)]
+    if delta:
+        cells.append(f"{run.delta[0] / per:+.4f} ± {run.delta[1] / per:.4f}" if run.delta else "—")
+    return cells
 
 
 def _units(run: Run) -> str:
@@ -263,6 +279,8 @@ def rich_table(runs: Sequence[Run], title: str | None = None):
         "test ELBO",
         "test NLL ± se",
         "Δ NLL ± paired se",
+        "bits/dim ± se",
+        "Δ bits/dim",
         "k",
         "KL",
         "train time",
@@ -319,7 +337,7 @@ CSV_COLUMNS = [
     "metrics_test_elbo", "metrics_test_rec", "metrics_test_kl", "metrics_test_iw_nll",
     "metrics_iw_k", "metrics_val_elbo", "metrics_val_iw_nll", "eval_iw_nll", "eval_iw_nll_se",
     "eval_elbo", "eval_elbo_se", "eval_kl", "eval_k", "delta_nll", "delta_nll_se", "baseline",
-    "eval_json", "overrides", "path", "active_units", "gap_images", "approximation_gap", "approximation_gap_se",
+    "eval_json", "overrides", "path", "active_units", "bits_per_dim", "gap_images", "approximation_gap", "approximation_gap_se",
     "amortization_gap", "amortization_gap_se", "inference_gap", "inference_gap_se", "gap_log_px_rule",
 ]  # fmt: skip
 
@@ -342,7 +360,7 @@ def csv_row(run: Run) -> dict[str, Any]:
         "eval_elbo_se": e.get("eval/elbo_se"), "eval_kl": e.get("eval/kl"), "eval_k": e.get("k"),
         "delta_nll": run.delta[0] if run.delta else None, "delta_nll_se": run.delta[1] if run.delta else None,
         "baseline": run.baseline, "eval_json": str(run.eval_path or ""), "overrides": " ".join(run.overrides),
-        "path": str(run.path), "active_units": run.active_units,
+        "path": str(run.path), "active_units": run.active_units, "bits_per_dim": run.bits_per_dim,
     }  # fmt: skip
     gaps = run.gaps or {}
     row["gap_images"], row["gap_log_px_rule"] = gaps.get("n"), gaps.get("log_px_rule")
@@ -367,7 +385,7 @@ def _markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     def cell(text: str) -> str:
         return str(text).replace("|", "\\|")
 
-    right = {"depth", "seed", "epochs", "parameters", "test ELBO", "test NLL ± se", "Δ NLL ± paired se", "k", "KL",
+    right = {"depth", "seed", "epochs", "parameters", "test ELBO", "test NLL ± se", "Δ NLL ± paired se", "bits/dim ± se", "Δ bits/dim", "k", "KL",
              "train time", "images/s", "runs", "test NLL", "test -ELBO", "-ELBO - NLL", "s/epoch", "active units",
              "images", *(name for _, name in GAPS)}  # fmt: skip
     lines = ["| " + " | ".join(cell(h) for h in header) + " |"]
