@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from vaeflow.data import DATASETS
@@ -80,3 +81,18 @@ def test_the_2d_presets_train_every_family_with_two_latents(preset: str):
         with initialize_config_module(config_module="vaeflow.conf", version_base="1.3"):
             one = compose(config_name="train", overrides=[f"experiment={preset}", f"posterior={family}"])
         assert build_model(one, (1, 28, 28)).latent_dim == 2
+
+
+@pytest.mark.parametrize(
+    "preset, shape, params", [("mnist8_cpu", (1, 28, 28), 2), ("cifar10", (3, 32, 32), 6)]
+)
+def test_the_8_bit_presets_build_a_discrete_likelihood_model(preset: str, shape: tuple, params: int):
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module(config_module="vaeflow.conf", version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[f"experiment={preset}", "posterior=iaf"])
+    assert cfg.likelihood.name == "discretized_logistic" and cfg.dataset.get("binarize", "none") == "none"
+    model = build_model(cfg, shape, 256)
+    assert model.likelihood.param_shape == (params, *shape[1:])
+    out = model.decoder(torch.zeros(2, cfg.model.latent_dim))
+    assert out.shape == (2, params * shape[1] * shape[2])
