@@ -28,7 +28,6 @@ from vaeflow.likelihoods import (
 from vaeflow.likelihoods.logistic import discretized_logistic_log_prob
 from vaeflow.model import build_model
 
-torch.set_default_dtype(torch.float64)  # restored by the fixture below
 
 
 @pytest.fixture(autouse=True)

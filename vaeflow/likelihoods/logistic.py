@@ -102,6 +102,7 @@ def discretized_logistic_sample(
 
 def _levels(likelihood: Likelihood, bits: int | None) -> int:
     r"""The number of bins: the data's levels, which an explicit ``bits`` must match."""
+    integer("likelihood.bits", bits, 1, none=True, advice="the data's bit depth, or null")
     levels = likelihood._require_levels(
         "discrete pixels", "use likelihood=gaussian, or give the data as 8-bit integers"
     )
@@ -146,7 +147,6 @@ class DiscretizedLogistic(Likelihood):
         log_scale_min: float = -8.0,
     ) -> None:
         super().__init__(shape, levels)
-        integer("likelihood.bits", bits, 1, none=True, advice="the data's bit depth, or null")
         self.bins = _levels(self, bits)
         self.log_scale_min = number("likelihood.log_scale_min", log_scale_min)
 
@@ -211,7 +211,6 @@ class DiscretizedLogisticMixture(Likelihood):
         log_scale_min: float = -8.0,
     ) -> None:
         super().__init__(shape, levels)
-        integer("likelihood.bits", bits, 1, none=True, advice="the data's bit depth, or null")
         self.bins = _levels(self, bits)
         self.k = integer("likelihood.components", components, 1, advice="the number of mixture components")
         self.conditioning = choice("likelihood.conditioning", conditioning, CONDITIONING)
