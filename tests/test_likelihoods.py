@@ -29,7 +29,6 @@ from vaeflow.likelihoods.logistic import discretized_logistic_log_prob
 from vaeflow.model import build_model
 
 
-
 @pytest.fixture(autouse=True)
 def float64():
     torch.set_default_dtype(torch.float64)

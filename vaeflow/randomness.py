@@ -56,6 +56,7 @@ class Stream(IntEnum):
     TRAIN_NOISE = 6  #: the training step's posterior noise
     EXAMPLE_NOISE = 7  #: the counter-based noise of :func:`example_noise`
     DEQUANTIZE = 8  #: the fixed uniform dequantization of validation and test (and the split's index)
+    PRIOR_INIT = 9  #: a learned prior's random initial parameters (the mixture's means)
 
 
 _MASK64 = 0xFFFFFFFFFFFFFFFF

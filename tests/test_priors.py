@@ -1,0 +1,271 @@
+r"""Every prior, checked the same way, in float64.
+
+:data:`PRIORS_UNDER_TEST` names a configuration of every registered prior (a test fails
+if one is registered and not listed); each is given non-trivial random parameters and
+checked for: a density that integrates to 1 (quadrature on a fine 2-D grid), samples
+whose mean and covariance match the density's, gradients reaching every parameter, and
+seeded, reproducible sampling. The mixture's log-density is compared with a brute-force
+sum over its components, the options are checked, and every ``conf/prior`` file builds.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from torch import Tensor
+
+from vaeflow.errors import ConfigError
+from vaeflow.model import build_model
+from vaeflow.posteriors.base import standard_normal_log_prob
+from vaeflow.priors import PRIORS, Gaussian, MixtureOfGaussians, Prior, StandardNormal
+
+CONF = Path(__file__).resolve().parents[1] / "conf" / "prior"
+PRIORS_UNDER_TEST: dict[str, dict[str, Any]] = {
+    "standard_normal": {"name": "standard_normal"},
+    "gaussian": {"name": "gaussian"},
+    "mog": {"name": "mog", "components": 3},
+}
+CASES = list(PRIORS_UNDER_TEST)
+#: the quadrature grid: [-L, L]^2 in steps of L / HALF (the scales below are >= exp(-0.6),
+#: the means within about 6 of 0, so the box holds every component to > 7 standard deviations)
+L, HALF = 16.0, 320
+
+
+def randomized(case: str, seed: int = 0) -> Prior:
+    r"""The prior ``case`` in float64 with random parameters: means ~ N(0, 1.5^2),
+    log-scales ~ U(-0.6, 0.5), logits ~ N(0, 1)."""
+    prior = PRIORS.build(PRIORS_UNDER_TEST[case], latent_dim=2).double()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in prior.named_parameters():
+            if "log_scale" in name:
+                p.copy_(torch.rand(p.shape, generator=g, dtype=p.dtype) * 1.1 - 0.6)
+            elif "mean" in name:
+                p.copy_(1.5 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+            elif name == "logits":
+                p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype))
+            else:
+                raise AssertionError(f"no rule for the parameter {name} of {case}")
+    return prior
+
+
+def grid() -> tuple[Tensor, float]:
+    r"""The grid's points ``[N^2, 2]`` and the area of a cell."""
+    x = torch.linspace(-L, L, 2 * HALF + 1, dtype=torch.float64)
+    return torch.cartesian_prod(x, x), (L / HALF) ** 2
+
+
+def quadrature_moments(prior: Prior) -> tuple[Tensor, Tensor, Tensor]:
+    r"""The density's mass, mean ``[2]`` and covariance ``[2, 2]`` by quadrature."""
+    z, cell = grid()
+    with torch.no_grad():
+        w = prior.log_prob(z).exp() * cell
+    mass = w.sum()
+    mean = (w[:, None] * z).sum(0) / mass
+    centred = z - mean
+    cov = (w[:, None, None] * centred[:, :, None] * centred[:, None, :]).sum(0) / mass
+    return mass, mean, cov
+
+
+def closed_form_moments(prior: Prior) -> tuple[Tensor, Tensor]:
+    r"""Mean and covariance of a (mixture of) diagonal Gaussian(s):
+    ``m = sum_k pi_k mu_k``, ``C = sum_k pi_k (diag sigma_k^2 + mu_k mu_k^T) - m m^T``."""
+    with torch.no_grad():
+        if isinstance(prior, MixtureOfGaussians):
+            log_w, mu, log_s = prior.mixture_params()
+        else:
+            mu, log_s = prior.gaussian_params()
+            log_w, mu, log_s = torch.zeros(1, dtype=mu.dtype), mu[None], log_s[None]
+        w = log_w.exp()
+        mean = (w[:, None] * mu).sum(0)
+        second = (
+            w[:, None, None] * (torch.diag_embed(torch.exp(2 * log_s)) + mu[:, :, None] * mu[:, None, :])
+        ).sum(0)
+        return mean, second - torch.outer(mean, mean)
+
+
+def test_every_registered_prior_is_tested_and_has_a_config():
+    assert set(PRIORS.names()) == set(CASES)
+    assert set(PRIORS.names()) == {y.stem for y in CONF.glob("*.yaml")}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_density_integrates_to_one_and_has_the_closed_form_moments(case: str):
+    prior = randomized(case)
+    mass, mean, cov = quadrature_moments(prior)
+    assert abs(mass.item() - 1) < 1e-9
+    exact_mean, exact_cov = closed_form_moments(prior)
+    torch.testing.assert_close(mean, exact_mean, rtol=0, atol=1e-8)
+    torch.testing.assert_close(cov, exact_cov, rtol=0, atol=1e-8)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_samples_match_the_density_moments(case: str):
+    prior = randomized(case)
+    _, mean, cov = quadrature_moments(prior)
+    n = 200_000
+    with torch.no_grad():
+        z = prior.sample(n, torch.Generator().manual_seed(1))
+    assert z.shape == (n, 2) and z.dtype == torch.float64
+    se_mean = (torch.diagonal(cov) / n).sqrt()
+    assert ((z.mean(0) - mean).abs() < 4 * se_mean).all(), (z.mean(0), mean)
+    centred = z - mean  # the density's mean: the products' mean is then unbiased for C
+    products = centred[:, :, None] * centred[:, None, :]
+    se_cov = products.std(0) / math.sqrt(n)
+    assert ((products.mean(0) - cov).abs() < 4 * se_cov).all(), (products.mean(0), cov)
+
+
+def test_mixture_log_density_is_the_sum_over_components():
+    prior = randomized("mog", seed=3)
+    z = torch.randn(50, 2, generator=torch.Generator().manual_seed(4), dtype=torch.float64) * 3
+    logits, means, raw = prior.logits.tolist(), prior.means.tolist(), prior.log_scales_raw.tolist()
+    m = prior.log_scale_min
+    weights = [math.exp(a) / sum(math.exp(b) for b in logits) for a in logits]
+    expected = []
+    for point in z.tolist():
+        total = 0.0
+        for k, weight in enumerate(weights):
+            density = weight
+            for i, value in enumerate(point):
+                sigma = math.exp(m + math.log1p(math.exp(raw[k][i] - m)))
+                density *= math.exp(-0.5 * ((value - means[k][i]) / sigma) ** 2) / (
+                    sigma * math.sqrt(2 * math.pi)
+                )
+            total += density
+        expected.append(math.log(total))
+    torch.testing.assert_close(
+        prior.log_prob(z), torch.tensor(expected, dtype=torch.float64), rtol=1e-12, atol=1e-12
+    )
+    far = prior.log_prob(torch.full((2,), 1e3, dtype=torch.float64))  # every component underflows
+    assert torch.isfinite(far) and far < -1e4
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_log_prob_broadcasts_over_leading_dimensions(case: str):
+    prior = randomized(case)
+    z = torch.randn(4, 3, 2, dtype=torch.float64)
+    out = prior.log_prob(z)
+    assert out.shape == (4, 3)
+    torch.testing.assert_close(out[2, 1], prior.log_prob(z[2, 1]))
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c != "standard_normal"])
+def test_gradients_reach_every_parameter(case: str):
+    prior = randomized(case)
+    z = torch.randn(16, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    prior.log_prob(z).sum().backward()
+    for name, p in prior.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all() and (p.grad != 0).all(), name
+    prior.zero_grad(set_to_none=True)
+    prior.sample(16, torch.Generator().manual_seed(2)).square().sum().backward()
+    for name, p in prior.named_parameters():  # reparameterized: the means and scales, not the component draw
+        if name != "logits":
+            assert p.grad is not None and (p.grad != 0).any(), name
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_sampling_is_reproducible_and_leaves_the_global_generator_alone(case: str):
+    prior = randomized(case)
+    state = torch.get_rng_state()
+    a = prior.sample(64, torch.Generator().manual_seed(7))
+    b = prior.sample(64, torch.Generator().manual_seed(7))
+    c = prior.sample(64, torch.Generator().manual_seed(8))
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_the_mixture_means_are_spread_seeded_by_the_run_and_drawn_privately():
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    a = MixtureOfGaussians(4, components=10)
+    assert torch.equal(torch.get_rng_state(), state)  # the encoder and decoder start as with any prior
+    torch.manual_seed(0)
+    b = MixtureOfGaussians(4, components=10)
+    torch.manual_seed(1)
+    c = MixtureOfGaussians(4, components=10)
+    assert torch.equal(a.means, b.means) and not torch.equal(a.means, c.means)
+    assert torch.cdist(a.means, a.means).add(torch.eye(10) * 1e9).min() > 0.1  # distinct components
+    assert 0.5 < a.means.std().item() < 1.5  # at the scale of N(0, I)
+    assert torch.equal(MixtureOfGaussians(4, init_spread=0.0).means, torch.zeros(10, 4))
+    torch.testing.assert_close(a.logits.softmax(-1), torch.full((10,), 0.1))
+    torch.testing.assert_close(a.mixture_params()[2], torch.zeros(10, 4), rtol=0, atol=1e-6)
+
+
+def test_the_learned_gaussian_starts_as_the_standard_normal():
+    z = torch.randn(5, 3)
+    torch.testing.assert_close(Gaussian(3).log_prob(z), StandardNormal(3).log_prob(z))
+    mean, log_scale = Gaussian(3).gaussian_params()
+    assert torch.equal(mean, torch.zeros(3))
+    torch.testing.assert_close(log_scale, torch.zeros(3), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_gaussian_params_describe_the_density(case: str):
+    prior = randomized(case)
+    params = prior.gaussian_params()
+    if case == "mog":
+        assert params is None
+        prior = MixtureOfGaussians(2, components=1).double()
+        params = prior.gaussian_params()
+    mean, log_scale = params
+    assert mean.shape == log_scale.shape == (2,)
+    z = torch.randn(9, 2, dtype=torch.float64)
+    expected = torch.distributions.Normal(mean, log_scale.exp()).log_prob(z).sum(-1)
+    torch.testing.assert_close(prior.log_prob(z), expected)
+
+
+def test_the_standard_normal_is_unchanged():
+    prior = StandardNormal(5)
+    assert prior.state_dict() == {} and not list(prior.parameters())
+    z = torch.randn(3, 4, 5)
+    assert torch.equal(prior.log_prob(z), standard_normal_log_prob(z))
+    drawn = prior.sample(6, torch.Generator().manual_seed(9))
+    assert torch.equal(drawn, torch.randn(6, 5, generator=torch.Generator().manual_seed(9)))
+    assert prior.double().sample(2).dtype == torch.float64
+    mean, log_scale = prior.gaussian_params()
+    assert torch.equal(mean, torch.zeros(5)) and torch.equal(log_scale, torch.zeros(5))
+
+
+def test_a_model_with_the_standard_normal_prior_saves_no_prior_state(compose_train):
+    model = build_model(compose_train(), (1, 8, 8))
+    assert not [key for key in model.state_dict() if key.startswith("prior.")]
+    learned = build_model(compose_train("prior=mog"), (1, 8, 8))
+    assert {key for key in learned.state_dict() if key.startswith("prior.")} == {
+        "prior.logits", "prior.means", "prior.log_scales_raw",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("cfg", "message"),
+    [
+        ({"name": "mog", "components": 0}, "prior.components=0"),
+        ({"name": "mog", "components": 2.5}, "prior.components=2.5"),
+        ({"name": "mog", "components": True}, "prior.components=True"),
+        ({"name": "mog", "init_spread": -1.0}, "prior.init_spread=-1.0"),
+        ({"name": "gaussian", "log_scale_min": 0.0}, "prior.log_scale_min=0.0"),
+        ({"name": "gaussian", "log_scale_min": "low"}, "prior.log_scale_min=low"),
+        ({"name": "gaussian", "components": 3}, "prior=gaussian"),
+        ({"name": "standard_normal", "mean": 1.0}, "prior=standard_normal"),
+        ({"name": "vamp"}, "unknown prior 'vamp'"),
+    ],
+)
+def test_wrong_options_are_one_line_errors(cfg: dict[str, Any], message: str):
+    with pytest.raises(ConfigError) as error:
+        PRIORS.build(cfg, latent_dim=2)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("path", sorted(CONF.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_config_builds(path: Path):
+    cfg = OmegaConf.load(path)
+    lines = path.read_text().splitlines()
+    assert lines[0].startswith("# ") and cfg.name == path.stem
+    prior = PRIORS.build(cfg, latent_dim=2)
+    assert isinstance(prior, Prior) and prior.latent_dim == 2
+    assert prior.log_prob(torch.zeros(4, 3, 2)).shape == (4, 3)
+    assert prior.sample(5, torch.Generator().manual_seed(0)).shape == (5, 2)
