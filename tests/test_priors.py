@@ -269,3 +269,32 @@ def test_every_config_builds(path: Path):
     assert isinstance(prior, Prior) and prior.latent_dim == 2
     assert prior.log_prob(torch.zeros(4, 3, 2)).shape == (4, 3)
     assert prior.sample(5, torch.Generator().manual_seed(0)).shape == (5, 2)
+
+
+def test_sample_images_and_the_training_grid_draw_from_the_prior():
+    """A learned prior moved far from N(0, I): the images decoded for samples.png and the
+    trainer's sample grid are of its draws, not of standard normal ones."""
+    import torch
+
+    from vaeflow.data import Split
+    from vaeflow.model import build_model
+    from vaeflow.report.samples import sample_images
+    from vaeflow.training.validation import Validator
+
+    cfg = {
+        "model": {"latent_dim": 2},
+        "encoder": {"name": "mlp", "hidden_dims": [8]},
+        "decoder": {"name": "mlp", "hidden_dims": [8]},
+        "posterior": {"name": "mean_field"},
+        "prior": {"name": "gaussian"},
+    }
+    model = build_model(cfg, (1, 4, 4)).eval()
+    with torch.no_grad():
+        model.prior.mean.fill_(50.0)
+    test = Split(torch.bernoulli(torch.full((10, 1, 4, 4), 0.5), generator=torch.Generator().manual_seed(0)))
+    images = sample_images(model, test, samples=6, pairs=2, seed=3)
+    z = model.prior.sample(6, torch.Generator().manual_seed(3))
+    assert z.mean() > 40
+    assert torch.allclose(images.samples, model.decode_mean(z).clamp(0, 1))
+    grid = Validator(model, test, "mc", 10, 4, 4, torch.device("cpu"))
+    assert grid.grid_z.mean() > 40

@@ -44,7 +44,7 @@ class SampleImages:
     the CPU.
 
     Attributes:
-        samples: the mean images ``E[x|z]`` of prior draws ``z ~ N(0, I)``.
+        samples: the mean images ``E[x|z]`` of prior draws ``z ~ p(z)``.
         originals: test images.
         reconstructions: the mean images of one draw ``z ~ q(z|x)`` per test image.
         caption: what the images are (the likelihood's :attr:`mean_caption`).
@@ -60,20 +60,21 @@ def sample_images(
     model: VAE, test: Split, samples: int = SAMPLES, pairs: int = PAIRS, seed: int = SAMPLES_SEED
 ) -> SampleImages:
     r"""Decodes ``samples`` prior draws and reconstructs ``pairs`` test images with ``model``
-    (a :class:`~vaeflow.model.VAE` in eval mode).
+        (a :class:`~vaeflow.model.VAE` in eval mode).
 
-    Everything random is seeded, so that rows compare: every model with the same latent
-    size decodes the same draws ``z`` (the prior is ``N(0, I)``), every model of the same
-    dataset reconstructs the same test images, the seeded subset of
-    :func:`~vaeflow.data.seeded_subset` in file order (test files can be sorted by class),
-    with the same counter-based posterior noise per image.
+        Everything random is seeded, so that rows compare: every model with the same latent
+        size and the standard normal prior decodes the same draws ``z`` (a learned prior draws
+    from the same generator), every model of the same
+        dataset reconstructs the same test images, the seeded subset of
+        :func:`~vaeflow.data.seeded_subset` in file order (test files can be sorted by class),
+        with the same counter-based posterior noise per image.
 
-    Arguments:
-        model: the VAE.
-        test: its test split (:class:`~vaeflow.data.base.Split`).
-        samples: prior draws to decode.
-        pairs: test images to reconstruct.
-        seed: seeds the draws, the choice of test images and the posterior noise.
+        Arguments:
+            model: the VAE.
+            test: its test split (:class:`~vaeflow.data.base.Split`).
+            samples: prior draws to decode.
+            pairs: test images to reconstruct.
+            seed: seeds the draws, the choice of test images and the posterior noise.
     """
     import torch
 
@@ -81,14 +82,15 @@ def sample_images(
     from vaeflow.randomness import example_noise
 
     param = next(model.parameters())
-    z = torch.randn(samples, model.latent_dim, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():  # the prior's own draws (a learned prior's too), from a seeded generator
+        z = model.prior.sample(samples, torch.Generator(param.device).manual_seed(seed))
     ids = seeded_subset(len(test), pairs, seed)
     x = test.images[ids]
     if test.dynamic:  # a static image to compare with: binarize once, seeded
         x = binarize_fixed(x, seed)
     eps = example_noise(ids, 0, 1, model.latent_dim, seed, device=param.device, dtype=param.dtype)
     with torch.inference_mode():
-        means = model.decode_mean(z.to(param.device, param.dtype))
+        means = model.decode_mean(z)
         reconstructions = model.reconstruct(x.to(param.device, param.dtype), eps)
     return SampleImages(
         means.clamp(0, 1).cpu(),
@@ -241,7 +243,12 @@ def plot_samples(
     datasets = sorted({r.dataset for r, *_ in strips}) or sorted({r.dataset for r in runs})
     heading = title or f"{', '.join(datasets)}: samples and reconstructions (best checkpoint of each run)"
     text(_MARGIN, 10, heading, fontsize=13, fontweight="bold")
-    text(x_samples, 44, f"{SAMPLES} samples: the same draws z ~ N(0, I) in every row", fontsize=9.5)
+    text(
+        x_samples,
+        44,
+        f"{SAMPLES} samples: draws z ~ p(z) of each run's prior, the same generator in every row",
+        fontsize=9.5,
+    )
     text(x_pairs, 44, f"{PAIRS} test images (top), reconstructions (bottom)", fontsize=9.5)
     y = _HEAD_H
     for (run, samples, pairs), h in zip(strips, heights):

@@ -93,8 +93,9 @@ class Validator:
         self.iw_ids = seeded_subset(len(split), iw_limit, EVAL_SEED)
         self.iw_images = self.images[self.iw_ids.to(device)]
         self.grid_x = self.images[: images // 2]
-        generator = torch.Generator().manual_seed(EVAL_SEED)  # the grid's prior draws, fixed
-        self.grid_z = torch.randn(images, model.latent_dim, generator=generator).to(device)
+        generator = torch.Generator(device).manual_seed(EVAL_SEED)  # the grid's prior draws, fixed
+        with torch.no_grad():
+            self.grid_z = model.prior.sample(images, generator)  # the prior's draws: learned priors too
 
     def elbo(self) -> dict[str, float]:
         r"""Mean ELBO, reconstruction and KL of the validation split."""
