@@ -39,7 +39,8 @@ def test_config_error_is_one_line_and_exits_non_zero(tmp_path: Path):
     result = run("train", "posterior=iaf", "kl=analytic", *FAST, cwd=tmp_path, check=False)
     assert result.returncode != 0
     assert result.stderr.strip().splitlines() == [
-        "error: kl=analytic: posterior=iaf has no closed-form KL to this prior; use kl=mc or kl=auto"
+        "error: kl=analytic: posterior=iaf has no closed-form KL to prior=standard_normal (only Gaussian "
+        "posteriors against Gaussian priors have one); use kl=mc or kl=auto"
     ]
     assert "Traceback" not in result.stdout + result.stderr
 

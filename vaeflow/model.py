@@ -91,7 +91,8 @@ class VAE(nn.Module):
         Arguments:
             x: images ``[B, C, H, W]``.
             n: samples per example (when ``eps`` is not given).
-            analytic_kl: also the closed-form KL (families that have one).
+            analytic_kl: also the closed-form KL (Gaussian families against a diagonal
+                Gaussian prior).
             eps: the posterior's standard normal noise ``[n, B, D]``.
             generator: where to draw ``eps`` from when it is not given.
         """
@@ -99,7 +100,7 @@ class VAE(nn.Module):
         if eps is None:
             eps = self.posterior.noise(h, n, generator)
         if analytic_kl:
-            z, log_q, kl = self.posterior.sample_with_kl(h, eps)
+            z, log_q, kl = self.posterior.sample_with_kl(h, eps, self.prior.gaussian_params())
         else:
             (z, log_q), kl = self.posterior.reparameterize(h, eps), None
         log_px, log_pz = self.log_joint(z, x)

@@ -28,7 +28,6 @@ from torch import Tensor
 
 from vaeflow.errors import ConfigError
 from vaeflow.model import VAE
-from vaeflow.priors import StandardNormal
 
 __all__ = [
     "KL_ESTIMATORS",
@@ -56,10 +55,12 @@ class ElboTerms:
 
 
 def has_analytic_kl(model: VAE) -> bool:
-    return model.posterior.has_analytic_kl and isinstance(model.prior, StandardNormal)
+    r"""Whether the (posterior, prior) pair has a closed-form KL: a Gaussian family against a
+    diagonal Gaussian prior (:meth:`~vaeflow.priors.Prior.gaussian_params`)."""
+    return model.posterior.has_analytic_kl and model.prior.gaussian_params() is not None
 
 
-def resolve_kl(estimator: str, model: VAE, family: str = "") -> str:
+def resolve_kl(estimator: str, model: VAE, family: str = "", prior: str = "") -> str:
     r"""Turns ``analytic | mc | auto`` into the estimator used with ``model``.
 
     Raises a :class:`ConfigError` for ``analytic`` where no closed form exists.
@@ -70,8 +71,10 @@ def resolve_kl(estimator: str, model: VAE, family: str = "") -> str:
         return "analytic" if has_analytic_kl(model) else "mc"
     if estimator == "analytic" and not has_analytic_kl(model):
         name = family or type(model.posterior).__name__
+        prior = prior or type(model.prior).__name__
         raise ConfigError(
-            f"kl=analytic: posterior={name} has no closed-form KL to this prior; use kl=mc or kl=auto"
+            f"kl=analytic: posterior={name} has no closed-form KL to prior={prior} (only Gaussian "
+            "posteriors against Gaussian priors have one); use kl=mc or kl=auto"
         )
     return estimator
 

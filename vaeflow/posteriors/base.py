@@ -21,7 +21,17 @@ import math
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Posterior", "DiagonalGaussian", "LOG_2PI", "standard_normal_log_prob"]
+__all__ = [
+    "Posterior",
+    "DiagonalGaussian",
+    "LOG_2PI",
+    "standard_normal_log_prob",
+    "gaussian_kl",
+    "PriorParams",
+]
+
+#: a diagonal Gaussian prior's ``(mean [D], log_scale [D])``; ``None`` for ``N(0, I)``
+PriorParams = tuple[Tensor, Tensor] | None
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -29,6 +39,25 @@ LOG_2PI = math.log(2 * math.pi)
 def standard_normal_log_prob(eps: Tensor) -> Tensor:
     r"""``log N(eps; 0, I)`` summed over the last dimension."""
     return -0.5 * (eps.square().sum(-1) + eps.shape[-1] * LOG_2PI)
+
+
+def gaussian_kl(mu: Tensor, row_sq: Tensor, log_det_half: Tensor, prior: PriorParams = None) -> Tensor:
+    r"""``KL(N(mu, L L^T) || N(m, diag(s^2)))`` in closed form, ``[B]``:
+
+    .. math::
+
+        \tfrac12 \sum_i \Big[\frac{\sum_j L_{ij}^2 + (\mu_i - m_i)^2}{s_i^2} - 1
+        + 2\log s_i\Big] - \sum_i \log L_{ii},
+
+    from ``mu [B, D]``, the squared row norms of ``L`` (``row_sq [B, D]``: ``sigma^2`` for a
+    diagonal Gaussian) and ``log_det_half = sum_i log L_ii [B]``; ``prior=None`` is
+    ``N(0, I)`` (``m = 0``, ``s = 1``)."""
+    if prior is None:
+        return 0.5 * (row_sq + mu.square() - 1).sum(-1) - log_det_half
+    mean, log_scale = prior
+    inv_var = torch.exp(-2 * log_scale)
+    per = (row_sq + (mu - mean).square()) * inv_var - 1 + 2 * log_scale
+    return 0.5 * per.sum(-1) - log_det_half
 
 
 class Posterior(nn.Module):
@@ -39,7 +68,8 @@ class Posterior(nn.Module):
         feature_dim: F, the size of the encoder features h.
     """
 
-    #: whether :meth:`analytic_kl` has a closed form against a standard normal prior.
+    #: whether :meth:`analytic_kl` has a closed form (a Gaussian q, against a diagonal
+    #: Gaussian prior: the prior's :meth:`~vaeflow.priors.Prior.gaussian_params`).
     has_analytic_kl: bool = False
 
     def __init__(self, latent_dim: int, feature_dim: int) -> None:
@@ -75,11 +105,14 @@ class Posterior(nn.Module):
         r"""Whether :meth:`log_prob` can evaluate a given z (the family has an inverse)."""
         return type(self).log_prob is not Posterior.log_prob
 
-    def analytic_kl(self, h: Tensor) -> Tensor:
-        r"""``KL(q(z|x) || N(0, I))`` in closed form, ``[B]``."""
+    def analytic_kl(self, h: Tensor, prior: PriorParams = None) -> Tensor:
+        r"""``KL(q(z|x) || p(z))`` in closed form, ``[B]``, for the diagonal Gaussian prior
+        ``prior = (mean, log_scale)`` (``None``: ``N(0, I)``)."""
         raise NotImplementedError(f"{type(self).__name__} has no closed-form KL")
 
-    def sample_with_kl(self, h: Tensor, eps: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def sample_with_kl(
+        self, h: Tensor, eps: Tensor, prior: PriorParams = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
         r"""``z [n, B, D]`` and ``log q(z|x) [n, B]`` of the noise ``eps [n, B, D]``, and the
         closed-form KL ``[B]``, from one evaluation of q's parameters.
 
@@ -88,7 +121,7 @@ class Posterior(nn.Module):
         :meth:`reparameterize` followed by :meth:`analytic_kl`.
         """
         z, log_q = self.reparameterize(h, eps)
-        return z, log_q, self.analytic_kl(h)
+        return z, log_q, self.analytic_kl(h, prior)
 
     def noise(self, h: Tensor, n: int, generator: torch.Generator | None = None) -> Tensor:
         r"""Standard normal ``eps [n, B, D]`` of ``h``'s dtype and device, from ``generator``."""
@@ -129,11 +162,12 @@ class DiagonalGaussian(nn.Module):
         eps = (z - mu) * torch.exp(-log_sigma)
         return standard_normal_log_prob(eps) - log_sigma.sum(-1)
 
-    def kl_standard_normal(self, h: Tensor) -> Tensor:
-        r"""``KL(N(mu, sigma^2) || N(0, I)) = 1/2 sum (sigma^2 + mu^2 - 1) - sum log sigma``."""
-        return self.kl_from(*self.params(h))
+    def kl(self, h: Tensor, prior: PriorParams = None) -> Tensor:
+        r"""``KL(N(mu, sigma^2) || p(z))`` (:func:`gaussian_kl`; against ``N(0, I)``:
+        ``1/2 sum (sigma^2 + mu^2 - 1) - sum log sigma``)."""
+        return self.kl_from(*self.params(h), prior)
 
     @staticmethod
-    def kl_from(mu: Tensor, log_sigma: Tensor) -> Tensor:
-        r""":meth:`kl_standard_normal` given the parameters ``mu`` and ``log sigma``."""
-        return 0.5 * (torch.exp(2 * log_sigma) + mu.square() - 1).sum(-1) - log_sigma.sum(-1)
+    def kl_from(mu: Tensor, log_sigma: Tensor, prior: PriorParams = None) -> Tensor:
+        r""":meth:`kl` given the parameters ``mu`` and ``log sigma``."""
+        return gaussian_kl(mu, torch.exp(2 * log_sigma), log_sigma.sum(-1), prior)

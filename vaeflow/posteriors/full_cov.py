@@ -41,7 +41,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from vaeflow.posteriors.base import DiagonalGaussian, Posterior, standard_normal_log_prob
+from vaeflow.posteriors.base import (
+    DiagonalGaussian,
+    Posterior,
+    PriorParams,
+    gaussian_kl,
+    standard_normal_log_prob,
+)
 from vaeflow.posteriors.registry import POSTERIORS
 
 __all__ = ["FullCovariance"]
@@ -100,15 +106,16 @@ class FullCovariance(Posterior):
         eps = torch.linalg.solve_triangular(scale, rhs, upper=False).movedim(-1, 0)
         return standard_normal_log_prob(eps) - log_sigma.sum(-1)
 
-    def analytic_kl(self, h: Tensor) -> Tensor:
-        return self._kl(*self.params(h))
+    def analytic_kl(self, h: Tensor, prior: PriorParams = None) -> Tensor:
+        return self._kl(*self.params(h), prior)
 
-    def _kl(self, mu: Tensor, scale: Tensor, log_sigma: Tensor) -> Tensor:
-        return 0.5 * (scale.square().sum((-2, -1)) + mu.square().sum(-1) - self.latent_dim) - log_sigma.sum(
-            -1
-        )
+    @staticmethod
+    def _kl(mu: Tensor, scale: Tensor, log_sigma: Tensor, prior: PriorParams) -> Tensor:
+        return gaussian_kl(mu, scale.square().sum(-1), log_sigma.sum(-1), prior)  # row norms of L
 
-    def sample_with_kl(self, h: Tensor, eps: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def sample_with_kl(
+        self, h: Tensor, eps: Tensor, prior: PriorParams = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
         mu, scale, log_sigma = self.params(h)
         z, log_q = self._sample(mu, scale, log_sigma, eps)
-        return z, log_q, self._kl(mu, scale, log_sigma)
+        return z, log_q, self._kl(mu, scale, log_sigma, prior)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from vaeflow.posteriors.base import DiagonalGaussian, Posterior
+from vaeflow.posteriors.base import DiagonalGaussian, Posterior, PriorParams
 from vaeflow.posteriors.registry import POSTERIORS
 
 __all__ = ["MeanField"]
@@ -16,7 +16,7 @@ __all__ = ["MeanField"]
 
 @POSTERIORS.register("mean_field")
 class MeanField(Posterior):
-    r"""Diagonal Gaussian posterior with a closed-form KL to a standard normal prior.
+    r"""Diagonal Gaussian posterior with a closed-form KL to a diagonal Gaussian prior.
 
     Arguments:
         latent_dim: D.
@@ -42,10 +42,12 @@ class MeanField(Posterior):
     def log_prob(self, z: Tensor, h: Tensor) -> Tensor:
         return self.base.log_prob(z, h)
 
-    def analytic_kl(self, h: Tensor) -> Tensor:
-        return self.base.kl_standard_normal(h)
+    def analytic_kl(self, h: Tensor, prior: PriorParams = None) -> Tensor:
+        return self.base.kl(h, prior)
 
-    def sample_with_kl(self, h: Tensor, eps: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def sample_with_kl(
+        self, h: Tensor, eps: Tensor, prior: PriorParams = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
         mu, log_sigma = self.base.params(h)
         z, log_q = self.base.sample_from(mu, log_sigma, eps)
-        return z, log_q, self.base.kl_from(mu, log_sigma)
+        return z, log_q, self.base.kl_from(mu, log_sigma, prior)

@@ -100,7 +100,7 @@ class Trainer:
         data = load_dataset(cfg.dataset) if data is None else data
         self.model = build_model(cfg, data.shape, data.levels).to(self.device)
         self.data = dequantized(data) if self.model.likelihood.dequantizes else data
-        self.kl = resolve_kl(str(cfg.kl.estimator), self.model, str(cfg.posterior.name))
+        self.kl = resolve_kl(str(cfg.kl.estimator), self.model, str(cfg.posterior.name), str(cfg.prior.name))
         self.objective = ElboObjective(self.kl, o.samples, float(o.free_bits), self.model.latent_dim)
         self.optimizer = build_optimizer(cfg.optim, self.model.parameters())
         self.n_params = sum(p.numel() for p in self.model.parameters())
