@@ -89,8 +89,12 @@ def closed_form_moments(prior: Prior) -> tuple[Tensor, Tensor]:
         return mean, second - torch.outer(mean, mean)
 
 
+#: priors built from parts of a model (tested below through a small VAE)
+MODEL_PRIORS = {"vamp", "flow"}
+
+
 def test_every_registered_prior_is_tested_and_has_a_config():
-    assert set(PRIORS.names()) == set(CASES)
+    assert set(PRIORS.names()) == set(CASES) | MODEL_PRIORS
     assert set(PRIORS.names()) == {y.stem for y in CONF.glob("*.yaml")}
 
 
@@ -251,7 +255,7 @@ def test_a_model_with_the_standard_normal_prior_saves_no_prior_state(compose_tra
         ({"name": "gaussian", "log_scale_min": "low"}, "prior.log_scale_min=low"),
         ({"name": "gaussian", "components": 3}, "prior=gaussian"),
         ({"name": "standard_normal", "mean": 1.0}, "prior=standard_normal"),
-        ({"name": "vamp"}, "unknown prior 'vamp'"),
+        ({"name": "iwae"}, "unknown prior 'iwae'"),
     ],
 )
 def test_wrong_options_are_one_line_errors(cfg: dict[str, Any], message: str):
@@ -265,7 +269,7 @@ def test_every_config_builds(path: Path):
     cfg = OmegaConf.load(path)
     lines = path.read_text().splitlines()
     assert lines[0].startswith("# ") and cfg.name == path.stem
-    prior = PRIORS.build(cfg, latent_dim=2)
+    prior = _model(OmegaConf.to_container(cfg)).float().prior  # through build_model: vamp takes model parts
     assert isinstance(prior, Prior) and prior.latent_dim == 2
     assert prior.log_prob(torch.zeros(4, 3, 2)).shape == (4, 3)
     assert prior.sample(5, torch.Generator().manual_seed(0)).shape == (5, 2)
@@ -341,3 +345,116 @@ def test_kl_analytic_is_refused_for_a_mixture_prior_and_chosen_for_a_gaussian_on
     assert resolve_kl("auto", model({"name": "mog"})) == "mc"
     with pytest.raises(ConfigError, match="posterior=mean_field has no closed-form KL to prior=mog"):
         resolve_kl("analytic", model({"name": "mog"}), "mean_field", "mog")
+
+
+def _model(prior: dict, family: str | dict = "mean_field", latent: int = 2):
+    from vaeflow.model import build_model
+
+    cfg = {"model": {"latent_dim": latent}, "encoder": {"name": "mlp", "hidden_dims": [8]},
+           "decoder": {"name": "mlp", "hidden_dims": [8]}, "prior": prior,
+           "posterior": family if isinstance(family, dict) else {"name": family}}  # fmt: skip
+    torch.manual_seed(0)
+    return build_model(cfg, (1, 3, 3)).double()
+
+
+def _grid_mass(prior, half: float = 9.0, points: int = 601) -> tuple[float, Tensor, Tensor]:
+    """The 2-D quadrature of ``exp(log p)`` on a grid over [-half, half]^2: mass, mean, covariance."""
+    axis = torch.linspace(-half, half, points, dtype=torch.float64)
+    grid = torch.stack(torch.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2)
+    with torch.no_grad():
+        density = prior.log_prob(grid).exp()
+    cell = (axis[1] - axis[0]) ** 2
+    mass = float(density.sum() * cell)
+    mean = (density[:, None] * grid).sum(0) * cell / mass
+    centred = grid - mean
+    cov = (density[:, None, None] * centred[:, :, None] * centred[:, None, :]).sum(0) * cell / mass
+    return mass, mean, cov
+
+
+@pytest.mark.parametrize(
+    "prior",
+    [
+        {"name": "vamp", "components": 5, "init": "random"},
+        {"name": "flow", "family": "maf", "depth": 2},
+        {"name": "flow", "family": "realnvp", "depth": 2},
+    ],
+    ids=["vamp", "flow-maf", "flow-realnvp"],
+)
+def test_vamp_and_flow_priors_integrate_to_one_and_their_samples_match(prior):
+    """The density's mass in the box [-12, 12]^2 (2-D quadrature, float64) is at most 1 and
+    equals the fraction of the prior's own samples that fall in it (a flow's tails can
+    reach past any box), and the two agree on the mean in the box."""
+    model = _model(prior)
+    with torch.no_grad():  # move the prior away from its start
+        for param in model.parameters():
+            param.add_(0.05 * torch.randn_like(param))
+    mass, mean, cov = _grid_mass(model.prior, half=12.0, points=481)
+    with torch.no_grad():
+        z = model.prior.sample(100_000, torch.Generator().manual_seed(0))
+    inside = z.abs().max(-1).values <= 12.0
+    frac = float(inside.double().mean())
+    assert 0.99 < mass <= 1.0 + 1e-9
+    assert abs(mass - frac) < 5 * (frac * (1 - frac) / z.shape[0]) ** 0.5 + 1e-4
+    z = z[inside]
+    se = (cov.diagonal() / z.shape[0]).sqrt()
+    assert ((z.mean(0) - mean).abs() < 5 * se + 1e-3).all()
+
+
+def test_vamp_log_density_is_the_mean_of_its_posteriors_and_its_gradients_reach_the_pseudo_inputs():
+    model = _model({"name": "vamp", "components": 4, "init": "random"})
+    prior = model.prior
+    z = torch.randn(7, 2, dtype=torch.float64)
+    h = model.encoder(prior.pseudo_inputs())
+    per = torch.stack([model.posterior.log_prob(z[:, None, :], h[k : k + 1])[:, 0] for k in range(4)], -1)
+    assert torch.allclose(prior.log_prob(z), torch.log(per.exp().mean(-1)), atol=1e-12)
+    prior.log_prob(z).sum().backward()
+    assert prior.pseudo_raw.grad.abs().min() > 0  # every pseudo-pixel receives a gradient
+    assert all(p.grad is not None for p in model.encoder.parameters())
+    assert not any(name.startswith("prior.") and "encoder" in name for name, _ in model.named_parameters())
+
+
+def test_vamp_starts_at_training_images_and_refuses_families_without_a_density():
+    from vaeflow.errors import ConfigError
+
+    model = _model({"name": "vamp", "components": 3, "init": "data"})
+    images = torch.tensor([0.0, 0.5, 1.0]).repeat(4, 3, 1).view(4, 1, 3, 3).double()
+    model.prior.initialize(images, torch.Generator().manual_seed(0))
+    u = model.prior.pseudo_inputs()
+    assert torch.allclose(u, images[0].clamp(0.02, 0.98).expand_as(u), atol=1e-12)
+    with pytest.raises(ConfigError, match="prior=vamp needs log q.*posterior=planar cannot"):
+        _model({"name": "vamp"}, family={"name": "planar", "depth": 2})
+    with pytest.raises(ConfigError, match="prior.family=sylvester"):
+        _model({"name": "flow", "family": "sylvester"})
+
+
+def test_flow_prior_gradients_reach_its_steps():
+    model = _model({"name": "flow", "family": "maf", "depth": 2})
+    model.prior.log_prob(torch.randn(5, 2, dtype=torch.float64)).sum().backward()
+    grads = [p.grad for p in model.prior.parameters()]
+    assert grads and all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
+
+
+@pytest.mark.parametrize(
+    "prior", [["prior=vamp", "prior.components=10"], ["prior=flow", "prior.depth=1"]], ids=["vamp", "flow"]
+)
+def test_a_run_with_a_learned_prior_resumes_bit_for_bit_and_evaluates(compose_train, tmp_path, prior):
+    import json
+
+    from cli_helpers import vaeflow
+    from training_helpers import SigtermAt
+
+    from vaeflow.training import Interrupted, train
+
+    run = [*prior, "trainer.max_epochs=2", "trainer.progress=plain", "trainer.iw_k=4", "trainer.images=8",
+           "trainer.threads=1", "model.latent_dim=4"]  # fmt: skip
+    train(compose_train(*run), tmp_path / "a")
+    with pytest.raises(Interrupted):
+        train(compose_train(*run), tmp_path / "b", hooks=[SigtermAt(20)])
+    train(compose_train(*run, f"trainer.resume={tmp_path / 'b'}"), tmp_path / "b")
+    a, b = (torch.load(tmp_path / r / "checkpoints" / "last.pt", weights_only=True)["model"] for r in "ab")
+    assert any(name.startswith("prior.") for name in a)  # the prior's parameters are saved
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    vaeflow("eval", str(tmp_path / "a"), "k=8", "threads=1", "progress=plain", cwd=tmp_path)
+    (path,) = (tmp_path / "a").glob("eval/*/eval.json")
+    assert json.loads(path.read_text())["eval/iw_nll"] > 0

@@ -10,6 +10,7 @@ References:
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -126,6 +127,14 @@ class VAE(nn.Module):
         return self.decode_mean(z[0])
 
 
+def _prior_context(prior_cfg: Mapping[str, Any], **context: Any) -> dict[str, Any]:
+    r"""The parts of the model that a prior asks for by name (the VampPrior: the encoder, the
+    posterior and the image shape); none for the others."""
+    builder = PRIORS.entries.get(prior_cfg.get("name"))
+    wanted = inspect.signature(builder).parameters if builder is not None else {}
+    return {key: value for key, value in context.items() if key in wanted}
+
+
 def build_model(cfg: Mapping[str, Any], input_shape: Sequence[int], levels: int | None = 2) -> VAE:
     r"""Builds the VAE that a composed config describes, for images of ``input_shape`` with
     ``levels`` values per pixel (:attr:`~vaeflow.data.DataSplits.levels`).
@@ -142,6 +151,10 @@ def build_model(cfg: Mapping[str, Any], input_shape: Sequence[int], levels: int 
     likelihood = LIKELIHOODS.build(likelihood_cfg, shape=input_shape, levels=levels)
     encoder = ENCODERS.build(cfg["encoder"], input_shape=input_shape)
     posterior = POSTERIORS.build(cfg["posterior"], latent_dim=latent_dim, feature_dim=encoder.feature_dim)
-    prior = PRIORS.build(cfg["prior"], latent_dim=latent_dim)
+    prior = PRIORS.build(
+        cfg["prior"], latent_dim=latent_dim,
+        **_prior_context(cfg["prior"], encoder=encoder, posterior=posterior, input_shape=tuple(input_shape),
+                         posterior_name=str(cfg["posterior"]["name"])),
+    )  # fmt: skip
     decoder = DECODERS.build(cfg["decoder"], latent_dim=latent_dim, output_shape=likelihood.param_shape)
     return VAE(encoder, posterior, prior, decoder, likelihood, input_shape)

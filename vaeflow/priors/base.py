@@ -68,6 +68,10 @@ class Prior(nn.Module):
         (``None``: torch's global generator)."""
         raise NotImplementedError
 
+    def initialize(self, images: Tensor, generator: torch.Generator) -> None:
+        r"""A data-dependent initialization, called once at the start of a fresh training run
+        with the training images ``[N, C, H, W]`` (not on resume; by default nothing)."""
+
     def gaussian_params(self) -> tuple[Tensor, Tensor] | None:
         r"""``(mean [D], log_scale [D])`` where ``p(z) = N(mean, diag(exp(2 log_scale)))``;
         ``None`` where the prior is not a diagonal Gaussian."""

@@ -100,6 +100,8 @@ class Trainer:
         data = load_dataset(cfg.dataset) if data is None else data
         self.model = build_model(cfg, data.shape, data.levels).to(self.device)
         self.data = dequantized(data) if self.model.likelihood.dequantizes else data
+        prior_init = torch.Generator().manual_seed(stream_seed(cfg.seed, Stream.PRIOR_INIT, 1))
+        self.model.prior.initialize(self.data.train.images, prior_init)  # a resumed run overwrites it
         self.kl = resolve_kl(str(cfg.kl.estimator), self.model, str(cfg.posterior.name), str(cfg.prior.name))
         self.objective = ElboObjective(self.kl, o.samples, float(o.free_bits), self.model.latent_dim)
         self.optimizer = build_optimizer(cfg.optim, self.model.parameters())
