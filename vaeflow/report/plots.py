@@ -237,12 +237,15 @@ def plot_gaps(runs: Sequence[Run], path: str | Path) -> Path | None:
     fig = Figure(figsize=(8.5, 1.2 + 0.42 * len(with_gaps)), layout="constrained")
     ax = fig.subplots()
     height = 0.38
-    for offset, (key, color) in enumerate((("approximation", "#1f77b4"), ("amortization", "#ff7f0e"))):
+    for offset, (key, color) in enumerate(
+        (("approximation_same", "#1f77b4"), ("amortization_same", "#ff7f0e"))
+    ):
         cells = [r.gaps.get("rows", {}).get(key, {}) for r in with_gaps]
         means = [c.get("mean") if _finite(c.get("mean")) else 0.0 for c in cells]
         errors = [c.get("se") if _finite(c.get("se")) else 0.0 for c in cells]
         ys = [i + (offset - 0.5) * height for i in range(len(with_gaps))]
-        ax.barh(ys, means, height=height, xerr=errors, color=color, label=f"{key} gap", capsize=2)
+        label = key.removesuffix("_same") + " gap"
+        ax.barh(ys, means, height=height, xerr=errors, color=color, label=label, capsize=2)
     ax.set_yticks(range(len(with_gaps)), [textwrap.shorten(label, 48) for label in labels], fontsize=8)
     ax.invert_yaxis()
     ax.axvline(0, color="black", lw=0.6)
@@ -252,7 +255,8 @@ def plot_gaps(runs: Sequence[Run], path: str | Path) -> Path | None:
     images = sorted({r.gaps.get("n") for r in with_gaps if isinstance(r.gaps.get("n"), int)})
     ax.set_title(
         f"{', '.join(datasets)}: inference gaps of each run ({', '.join(map(str, images))} test images; "
-        "approximation: the best local posterior's distance to p(z|x); amortization: the encoder's to it)",
+        "approximation: the family's best posterior for each image, its distance to p(z|x); amortization: "
+        "the encoder's distance to that best one)",
         fontsize=9,
         wrap=True,
     )

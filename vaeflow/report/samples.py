@@ -246,7 +246,7 @@ def plot_samples(
     text(
         x_samples,
         44,
-        f"{SAMPLES} samples: draws z ~ p(z) of each run's prior, the same generator in every row",
+        f"{SAMPLES} samples z ~ p(z), one seeded generator",
         fontsize=9.5,
     )
     text(x_pairs, 44, f"{PAIRS} test images (top), reconstructions (bottom)", fontsize=9.5)
