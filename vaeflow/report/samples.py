@@ -34,7 +34,7 @@ SAMPLES, PAIRS, SAMPLES_SEED = 16, 8, 0
 _DPI = 100
 _MARGIN, _LABEL_W, _GAP_LABEL, _GAP_STRIPS, _ROW_GAP = 10, 210, 14, 20, 12
 _COLS, _PAD, _TILE = 8, 2, 56  # 8 * (56 + 2) + 2 = 466 px per strip: 1,196 px in all
-_HEAD_H, _FOOT_H = 66, 40
+_HEAD_H, _FOOT_H = 66, 56
 _WRAP = 32  # characters of 8.5 pt text in the label column
 
 
@@ -141,7 +141,8 @@ def _samples_footer(
     r"""What the images are (``captions``: each likelihood's, never binarized), and which
     runs are not shown and why."""
     lines = [
-        f"images: {'; '.join(captions)} of the decoder; a reconstruction decodes one z ~ q(z|x); seed {seed}"
+        f"images: {'; '.join(captions)} of the decoder; a reconstruction decodes one z ~ q(z|x); seed {seed}",
+        "samples decode z ~ p(z) of each row's prior (the standard normal unless the row names another)",
     ]
     note = _unfinished_note(runs, sweeps).removesuffix(" (see the table)")
     skipped = sum(1 for r in runs if r.samples_skipped)
@@ -161,8 +162,14 @@ def _label_lines(run: Run, height: float, datasets: int) -> list[tuple[str, floa
     import textwrap
 
     head = run.family + (f", depth {run.depth}" if run.depth else "")
+    prior = str(run.config.get("prior.name", "standard_normal"))
     meta = " · ".join(
-        [*([run.dataset] if datasets > 1 else []), f"seed {run.seed}", f"test NLL {_f(run.nll)}"]
+        [
+            *([run.dataset] if datasets > 1 else []),
+            *([f"prior {prior}"] if prior != "standard_normal" else []),
+            f"seed {run.seed}",
+            f"test NLL {_f(run.nll)}",
+        ]
     )
     room = max(1, int((height - _line_px(10.5) - _line_px(8.5)) // _line_px(8.5)))
     setting = _fit(textwrap.wrap(run.setting, _WRAP), max(1, room - 1))

@@ -183,6 +183,8 @@ def _write_hparams(writer: Any, cfg: DictConfig, metrics: Mapping[str, Any]) -> 
         "dataset": str(cfg.dataset.name),
         "posterior": str(cfg.posterior.name),
         "depth": int(cfg.posterior.get("depth") or 0),
+        "prior": str(cfg.prior.name),
+        "likelihood": str((cfg.get("likelihood") or {}).get("name", "bernoulli")),
         "latent_dim": int(cfg.model.latent_dim),
         "kl": str(cfg.kl.estimator),
         "lr": float(cfg.optim.lr),
