@@ -9,7 +9,7 @@ The stacks below are those of the Sylvester flows paper for binary 28x28 images,
 architecture its MNIST, Fashion-MNIST and Omniglot results (and many later flow
 posteriors papers) use: six gated convolutions down to a ``1x1`` map of 256 features in
 the encoder, six gated transposed convolutions up from ``z`` seen as a ``D x 1 x 1`` map in
-the decoder, and a ``1x1`` convolution to one logit per pixel.
+the decoder, and a ``1x1`` convolution to the likelihood's parameters of each pixel.
 
 References:
     | Sylvester Normalizing Flows for Variational Inference (van den Berg et al., 2018)
@@ -125,17 +125,17 @@ class GatedConvEncoder(nn.Module):
 
 
 class GatedConvDecoder(nn.Module):
-    r"""``z -> logits``: the gated convolutional decoder of van den Berg et al. (2018).
+    r"""``z -> likelihood parameters``: the gated convolutional decoder of van den Berg et al. (2018).
 
     z is read as a ``D x 1 x 1`` map; six gated transposed convolutions (kernel, stride,
     padding, output padding) ``7,1,0 -> 5,1,2 -> 5,2,2,1 -> 5,1,2 -> 5,2,2,1 -> 5,1,2``
     take it to ``7x7``, ``14x14`` and ``28x28`` maps (default widths 64, 64, 32, 32, 32,
-    32), and a ``1x1`` convolution gives one Bernoulli logit per pixel (the reference
-    applies a sigmoid to it for the mean; our likelihood takes the logits).
+    32), and a ``1x1`` convolution gives the likelihood's ``P`` parameters per pixel (one
+    Bernoulli logit in the reference, which applies a sigmoid to it for the mean).
 
     Arguments:
         latent_dim: size D of z.
-        output_shape: image shape ``(C, H, W)``; ``H x W`` as for the encoder.
+        output_shape: ``(P, H, W)``, the likelihood's parameters per pixel and the image size; ``H x W`` as for the encoder.
         channels: widths of the six gated layers.
 
     References:
@@ -171,7 +171,7 @@ class GatedConvDecoder(nn.Module):
         )
 
     def forward(self, z: Tensor) -> Tensor:
-        r"""``z [..., D]`` -> ``logits [..., C*H*W]`` (pixels in ``C, H, W`` order, as the
+        r"""``z [..., D]`` -> ``parameters [..., P*H*W]`` (pixels in ``C, H, W`` order, as the
         likelihood flattens images)."""
         lead = z.shape[:-1]
         logits = self.net(z.reshape(-1, self.latent_dim, 1, 1))

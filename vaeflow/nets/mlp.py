@@ -117,11 +117,11 @@ class MLPEncoder(nn.Module):
 
 
 class MLPDecoder(nn.Module):
-    r"""``z -> logits``: maps latents ``[..., D]`` to likelihood parameters ``[..., C*H*W]``.
+    r"""``z -> parameters``: maps latents ``[..., D]`` to likelihood parameters ``[..., P*H*W]``.
 
     Arguments:
         latent_dim: size D of z.
-        output_shape: image shape ``(C, H, W)``.
+        output_shape: ``(P, H, W)``, the likelihood's parameters per pixel and the image size.
         hidden_dims: widths of the hidden layers.
         activation: name of the activation.
     """
