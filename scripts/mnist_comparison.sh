@@ -45,6 +45,13 @@ declare -A ROWS=(
   [maf4]="posterior=maf posterior.depth=4"
   [mean_field_gated_300]="posterior=mean_field encoder.activation=gated decoder.activation=gated trainer.max_epochs=300"
   [iaf4_gated_150]="posterior=iaf posterior.depth=4 encoder.activation=gated decoder.activation=gated trainer.max_epochs=150"
+  # the priors (issue "Flexible priors"): the gated MLP of the VampPrior code, 100 epochs each
+  [mean_field_gated]="posterior=mean_field encoder.activation=gated decoder.activation=gated"
+  [mean_field_gated_vamp]="posterior=mean_field encoder.activation=gated decoder.activation=gated prior=vamp"
+  [mean_field_gated_flow]="posterior=mean_field encoder.activation=gated decoder.activation=gated prior=flow"
+  [iaf4_gated]="posterior=iaf posterior.depth=4 encoder.activation=gated decoder.activation=gated"
+  [iaf4_gated_vamp]="posterior=iaf posterior.depth=4 encoder.activation=gated decoder.activation=gated prior=vamp"
+  [iaf4_gated_flow]="posterior=iaf posterior.depth=4 encoder.activation=gated decoder.activation=gated prior=flow"
 )
 # row name -> overrides of vaeflow eval
 declare -A EVAL_ROWS=(
@@ -52,7 +59,8 @@ declare -A EVAL_ROWS=(
 )
 ORDER=(mean_field planar4 sylvester_o4 iaf4 householder4 radial4 full_cov realnvp4 sylvester_h4 sylvester_t4
   autoregressive maf4 mean_field_gated_300
-  iaf4_gated_150 planar16)
+  iaf4_gated_150 planar16 mean_field_gated mean_field_gated_vamp mean_field_gated_flow iaf4_gated
+  iaf4_gated_vamp iaf4_gated_flow)
 
 if [ "$EXPERIMENT" = mnist_cpu ] && [ ! -f "$DATA/binarized_mnist_test.amat" ]; then
   echo "error: no binarized_mnist_test.amat in $DATA; give the directory of the three .amat files" >&2
