@@ -300,8 +300,18 @@ def test_sample_images_and_the_training_grid_draw_from_the_prior():
     z = model.prior.sample(6, torch.Generator().manual_seed(3))
     assert z.mean() > 40
     assert torch.allclose(images.samples, model.decode_mean(z).clamp(0, 1))
-    grid = Validator(model, test, "mc", 10, 4, 4, torch.device("cpu"))
-    assert grid.grid_z.mean() > 40
+    from vaeflow.training.validation import EVAL_SEED, _grid
+
+    def grid_of_prior() -> torch.Tensor:  # the decoded draws of the prior as it is now, fixed noise
+        z = model.prior.sample(4, torch.Generator().manual_seed(EVAL_SEED))
+        assert z.mean() > 40
+        return _grid(model.decode_mean(z))
+
+    validator = Validator(model, test, "mc", 10, 4, 4, torch.device("cpu"))
+    assert torch.equal(validator.grids()["samples"], grid_of_prior())
+    with torch.no_grad():  # the prior learns: the next grid is of the moved prior, not of its start
+        model.prior.mean.fill_(80.0)
+    assert torch.equal(validator.grids()["samples"], grid_of_prior())
 
 
 @pytest.mark.parametrize("family", ["mean_field", "full_cov"])

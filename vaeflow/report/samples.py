@@ -82,15 +82,15 @@ def sample_images(
     from vaeflow.randomness import example_noise
 
     param = next(model.parameters())
-    with torch.no_grad():  # the prior's own draws (a learned prior's too), from a seeded generator
-        z = model.prior.sample(samples, torch.Generator(param.device).manual_seed(seed))
     ids = seeded_subset(len(test), pairs, seed)
     x = test.images[ids]
     if test.dynamic:  # a static image to compare with: binarize once, seeded
         x = binarize_fixed(x, seed)
     eps = example_noise(ids, 0, 1, model.latent_dim, seed, device=param.device, dtype=param.dtype)
     with torch.inference_mode():
-        means = model.decode_mean(z)
+        means = model.sample_images(
+            samples, torch.Generator(param.device).manual_seed(seed)
+        )  # the prior's draws
         reconstructions = model.reconstruct(x.to(param.device, param.dtype), eps)
     return SampleImages(
         means.clamp(0, 1).cpu(),

@@ -93,9 +93,7 @@ class Validator:
         self.iw_ids = seeded_subset(len(split), iw_limit, EVAL_SEED)
         self.iw_images = self.images[self.iw_ids.to(device)]
         self.grid_x = self.images[: images // 2]
-        generator = torch.Generator(device).manual_seed(EVAL_SEED)  # the grid's prior draws, fixed
-        with torch.no_grad():
-            self.grid_z = model.prior.sample(images, generator)  # the prior's draws: learned priors too
+        self.grid_samples, self.device = images, torch.device(device)
 
     def elbo(self) -> dict[str, float]:
         r"""Mean ELBO, reconstruction and KL of the validation split."""
@@ -108,14 +106,17 @@ class Validator:
 
     @torch.inference_mode()
     def grids(self) -> dict[str, Tensor]:
-        r"""``samples`` (the mean images of fixed prior draws) and ``reconstructions``
+        r"""``samples`` (the mean images of prior draws from a fixed generator, drawn from the
+        prior as it is now, which a learned prior changes) and ``reconstructions``
         (validation images beside the mean image of one fixed posterior draw), as image grids."""
         self.model.eval()
         x = self.grid_x
         ids = torch.arange(x.shape[0], device=x.device)
         eps = example_noise(ids, 0, 1, self.model.latent_dim, EVAL_SEED, device=x.device)
         pairs = torch.stack([x, self.model.reconstruct(x, eps.to(x.dtype))], 1).flatten(0, 1)
-        return {"samples": _grid(self.model.decode_mean(self.grid_z)), "reconstructions": _grid(pairs)}
+        generator = torch.Generator(self.device).manual_seed(EVAL_SEED)
+        samples = self.model.sample_images(self.grid_samples, generator)
+        return {"samples": _grid(samples), "reconstructions": _grid(pairs)}
 
 
 def _grid(images: Tensor) -> Tensor:
