@@ -16,7 +16,6 @@ from vaeflow.data import DataSplits, Split, dequantized
 from vaeflow.data.base import BatchLoader, dequantize
 from vaeflow.errors import ConfigError
 from vaeflow.evaluate import importance_weighted
-from vaeflow.evaluate.command import bits_per_dim
 from vaeflow.likelihoods import (
     LIKELIHOODS,
     Bernoulli,
@@ -27,6 +26,7 @@ from vaeflow.likelihoods import (
 )
 from vaeflow.likelihoods.logistic import discretized_logistic_log_prob
 from vaeflow.model import build_model
+from vaeflow.stats import bits_per_dim
 
 
 @pytest.fixture(autouse=True)

@@ -2,7 +2,7 @@ r"""The one summary statistic of vaeflow: a mean and its standard error.
 
 Every figure with a ``± se`` (the trainer's test figures, ``vaeflow eval``, the inference
 gaps, the report's means over seeds and its paired differences, the benchmarks) comes from
-:func:`mean_se`.
+:func:`mean_se`; every bits/dim from :func:`bits_per_dim`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["mean_se"]
+__all__ = ["mean_se", "bits_per_dim"]
 
 
 def mean_se(values: Iterable[Any] | Any) -> tuple[float, float]:
@@ -38,3 +38,11 @@ def mean_se(values: Iterable[Any] | Any) -> tuple[float, float]:
         return mean, math.nan
     variance = math.fsum((v - mean) ** 2 for v in finite) / (n - 1)
     return mean, math.sqrt(variance / n)
+
+
+def bits_per_dim(nats: float | None, dims: int, levels: int | None) -> float | None:
+    r"""``nats / (D ln 2)``: an NLL of discrete data (or its standard error, or a difference
+    of two) in bits per dimension; ``None`` for continuous data (``levels=None``), whose NLL
+    is a density's and has no bit count. Every likelihood's NLL is of the discrete data: a
+    density on dequantized data includes the log of the bin width (:mod:`vaeflow.likelihoods.base`)."""
+    return None if levels is None or nats is None else nats / (dims * math.log(2))

@@ -36,7 +36,7 @@ from vaeflow.evaluate.quadrature import MAX_QUADRATURE_DIM, Quadrature, quadratu
 from vaeflow.evaluate.runs import CHECKPOINTS, load_trained, resolve_run
 from vaeflow.progress import TaskProgress, progress_mode
 from vaeflow.randomness import Stream, stream_seed
-from vaeflow.stats import mean_se
+from vaeflow.stats import bits_per_dim, mean_se
 
 __all__ = ["SPLITS", "evaluate"]
 
@@ -105,14 +105,6 @@ def _table(rows: Sequence[tuple[str, str, str]], header: tuple[str, str, str]) -
 
 def _fmt(value: float | None, digits: int = 3) -> str:
     return "-" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
-
-
-def bits_per_dim(nll: float, dims: int, levels: int | None) -> float | None:
-    r"""``nll / (D ln 2)``, the NLL of discrete data in bits per dimension; ``None`` for
-    continuous data (``levels=None``), whose NLL is a density's and has no bit count.
-    Every likelihood's NLL is of the discrete data: a density on dequantized data includes
-    the log of the bin width (:mod:`vaeflow.likelihoods.base`)."""
-    return None if levels is None else nll / (dims * math.log(2))
 
 
 def likelihood_record(model: torch.nn.Module) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from vaeflow.report.settings import flatten
+from vaeflow.stats import bits_per_dim
 
 __all__ = ["FAMILY_ORDER", "RUNNING_WINDOW_S", "Run", "load_run", "read_history"]
 
@@ -88,13 +89,20 @@ class Run:
     same_images: bool = False  # whether the ELBO and the NLL were measured on the same images
     exact: bool = False  # whether the NLL is by quadrature (1 or 2 latents) rather than estimated
     active_units: int | None = None  # latents whose posterior mean varies (vaeflow eval)
-    bits_per_dim: float | None = None  # the NLL in bits per dimension, for data that are not binary
+    levels: int | None = None  # the evaluated data's levels per pixel (vaeflow eval's likelihood record)
     dims: int | None = None  # dimensions of an image (for bits/dim)
     gaps: dict[str, Any] | None = field(repr=False, default=None)  # the latest vaeflow eval gaps=true
     label: str = ""  # the name without the overrides that every run of the report shares
     delta: tuple[float, float] | None = None  # NLL minus the baseline's, paired s.e. (paired_deltas)
     baseline: str = ""  # the run that delta is against
     paired: int = 0  # how many test images delta is over
+
+    @property
+    def bits_per_dim(self) -> float | None:
+        r"""The test NLL in bits per dimension, for data that are not binary (8-bit and the like)."""
+        if not (self.levels and self.levels > 2 and self.dims and _finite(self.nll)):
+            return None
+        return bits_per_dim(self.nll, self.dims, self.levels)
 
     @property
     def finished(self) -> bool:
@@ -285,11 +293,8 @@ def load_run(path: str | Path, root: str | Path | None = None, now: float | None
         units = e.get("eval/active_units")
         run.active_units = units if isinstance(units, int) else None
         levels = (e.get("likelihood") or {}).get("levels")
-        if (
-            isinstance(levels, int) and levels > 2 and isinstance(e.get("dims"), int)
-        ):  # 8-bit data and the like
-            run.dims = e["dims"]
-            run.bits_per_dim = run.nll / (run.dims * math.log(2)) if _finite(run.nll) else None
+        run.levels = levels if isinstance(levels, int) else None
+        run.dims = e.get("dims") if isinstance(e.get("dims"), int) else None
     gaps, _ = _latest_eval(path, "eval/gaps/approximation")
     if gaps is not None and run.status == "completed" and isinstance(gaps.get("gaps"), dict):
         run.gaps = gaps["gaps"]

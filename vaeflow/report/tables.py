@@ -8,7 +8,6 @@ run's :func:`train_command`).
 from __future__ import annotations
 
 import csv
-import math
 import shlex
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 from vaeflow.report.compare import Group, summarize
 from vaeflow.report.find import Sweep
 from vaeflow.report.run import Run, _finite
+from vaeflow.stats import bits_per_dim
 
 __all__ = [
     "table_rows",
@@ -127,13 +127,16 @@ def table_rows(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]]:
 
 
 def _bits(run: Run, delta: bool) -> list[str]:
-    r"""bits/dim ± se, and the paired difference in bits/dim (nats / (D ln 2))."""
-    if run.bits_per_dim is None or not run.dims:
+    r"""bits/dim ± se, and the paired difference in bits/dim (:func:`~vaeflow.stats.bits_per_dim`)."""
+    if run.bits_per_dim is None:
         return ["—", *(["—"] if delta else [])]
-    per = run.dims * math.log(2)
-    cells = [_pm(run.bits_per_dim, run.nll_se / per if run.nll_se is not None else None, 4)]
+
+    def bits(nats: float | None) -> float | None:
+        return bits_per_dim(nats, run.dims, run.levels)
+
+    cells = [_pm(run.bits_per_dim, bits(run.nll_se), 4)]
     if delta:
-        cells.append(f"{run.delta[0] / per:+.4f} ± {run.delta[1] / per:.4f}" if run.delta else "—")
+        cells.append(f"{bits(run.delta[0]):+.4f} ± {bits(run.delta[1]):.4f}" if run.delta else "—")
     return cells
 
 
