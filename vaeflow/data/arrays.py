@@ -32,8 +32,7 @@ import torch
 from torch import Tensor
 
 from vaeflow.checks import choice
-from vaeflow.data.base import BINARIZE, DataSplits, make_splits
-from vaeflow.data.image_folder import check_split_size, split_size
+from vaeflow.data.base import BINARIZE, DataSplits, check_split_size, make_splits, split_size
 from vaeflow.data.registry import register
 from vaeflow.errors import ConfigError, DataError
 

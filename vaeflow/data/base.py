@@ -13,8 +13,10 @@ splits are always static: a dynamic source is binarized once with a fixed seed
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -25,6 +27,8 @@ from vaeflow.randomness import Stream, stream_seed
 __all__ = [
     "BINARIZE",
     "make_splits",
+    "check_split_size",
+    "split_size",
     "dequantize",
     "dequantized",
     "Split",
@@ -218,6 +222,31 @@ class BatchLoader:
                 x = dequantize(x, self.dequantize, self.generator)
             if i >= skip:
                 yield x
+
+
+def check_split_size(key: str, value: Any) -> None:
+    r"""Refuses a ``dataset.<key>`` that is neither a count (an integer >= 1) nor a fraction
+    in ``(0, 1)``."""
+    count = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    fraction = isinstance(value, float) and 0 < value < 1
+    if not (count or fraction):
+        raise ConfigError(
+            f"dataset.{key}={value}: use a number of images (an integer >= 1) or a fraction of them in (0, 1)"
+        )
+
+
+def split_size(value: int | float, n: int) -> int:
+    r"""The number of images that ``value`` (checked by :func:`check_split_size`) carves
+    from ``n``: a count as it is, a fraction of ``n`` rounded to the nearest integer (halves
+    up), at least 1.
+
+    Example:
+        >>> split_size(7, 100), split_size(0.1, 30), split_size(0.05, 10), split_size(0.1, 4)
+        (7, 3, 1, 1)
+    """
+    if isinstance(value, int):
+        return value
+    return max(1, math.floor(value * n + 0.5))
 
 
 BINARIZE = ("dynamic", "static", "none")

@@ -24,7 +24,6 @@ with ``binarize=dynamic`` or ``static``, Bernoulli probabilities binarized as
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from collections.abc import Sequence
@@ -37,11 +36,11 @@ from PIL import Image, ImageOps
 from torch import Tensor
 
 from vaeflow.checks import choice
-from vaeflow.data.base import BINARIZE, DataSplits, make_splits
+from vaeflow.data.base import BINARIZE, DataSplits, check_split_size, make_splits, split_size
 from vaeflow.data.registry import register
 from vaeflow.errors import ConfigError, DataError
 
-__all__ = ["EXTENSIONS", "check_split_size", "load_image_folder", "split_size"]
+__all__ = ["EXTENSIONS", "load_image_folder"]
 
 #: The file extensions read as images (torchvision's ``IMG_EXTENSIONS``), compared in lower case.
 EXTENSIONS = frozenset({".bmp", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp"})
@@ -106,31 +105,6 @@ def load_image_folder(
         val_size=split_size(val_size, n), test_size=split_size(test_size, n), split_seed=split_seed,
         binarize=binarize, binarize_seed=binarize_seed, levels=256,
     )  # fmt: skip
-
-
-def check_split_size(key: str, value: Any) -> None:
-    r"""Refuses a ``dataset.<key>`` that is neither a count (an integer >= 1) nor a fraction
-    in ``(0, 1)``."""
-    count = isinstance(value, int) and not isinstance(value, bool) and value >= 1
-    fraction = isinstance(value, float) and 0 < value < 1
-    if not (count or fraction):
-        raise ConfigError(
-            f"dataset.{key}={value}: use a number of images (an integer >= 1) or a fraction of them in (0, 1)"
-        )
-
-
-def split_size(value: int | float, n: int) -> int:
-    r"""The number of images that ``value`` (checked by :func:`check_split_size`) carves
-    from ``n``: a count as it is, a fraction of ``n`` rounded to the nearest integer (halves
-    up), at least 1.
-
-    Example:
-        >>> split_size(7, 100), split_size(0.1, 30), split_size(0.05, 10), split_size(0.1, 4)
-        (7, 3, 1, 1)
-    """
-    if isinstance(value, int):
-        return value
-    return max(1, math.floor(value * n + 0.5))
 
 
 def _check_channels(channels: Any) -> int | str:
