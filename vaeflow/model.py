@@ -19,12 +19,13 @@ import torch
 from torch import Tensor, nn
 
 from vaeflow.checks import integer
+from vaeflow.data import DataSplits, dequantized
 from vaeflow.likelihoods import LIKELIHOODS
 from vaeflow.nets import DECODERS, ENCODERS
 from vaeflow.posteriors import POSTERIORS
 from vaeflow.priors import PRIORS
 
-__all__ = ["VAE", "Pass", "build_model"]
+__all__ = ["VAE", "Pass", "build_model", "model_and_data"]
 
 
 @dataclass
@@ -158,3 +159,12 @@ def build_model(cfg: Mapping[str, Any], input_shape: Sequence[int], levels: int 
     )  # fmt: skip
     decoder = DECODERS.build(cfg["decoder"], latent_dim=latent_dim, output_shape=likelihood.param_shape)
     return VAE(encoder, posterior, prior, decoder, likelihood, input_shape)
+
+
+def model_and_data(cfg: Mapping[str, Any], data: DataSplits) -> tuple[VAE, DataSplits]:
+    r"""The model that ``cfg`` describes for ``data``, and the data as that model scores them:
+    dequantized where its likelihood is a density on discrete data
+    (:attr:`~vaeflow.likelihoods.Likelihood.dequantizes`). Training and evaluation both build
+    through here, so that they score the same values."""
+    model = build_model(cfg, data.shape, data.levels)
+    return model, dequantized(data) if model.likelihood.dequantizes else data

@@ -17,9 +17,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from vaeflow.checkpoint import load_checkpoint
-from vaeflow.data import DataSplits, dequantized, load_dataset
+from vaeflow.data import DataSplits, load_dataset
 from vaeflow.errors import CheckpointError, ConfigError
-from vaeflow.model import VAE, build_model
+from vaeflow.model import VAE, model_and_data
 from vaeflow.resolvers import resumed_run_dir
 
 __all__ = ["run_dir_of", "resolve_run", "TrainedRun", "load_trained"]
@@ -153,10 +153,7 @@ def load_trained(
     state = load_checkpoint(ckpt_path)
     train_cfg = OmegaConf.create(state["config"])
     dataset_cfg = _dataset_config(train_cfg, dataset_root, run_dir)
-    data = load_data(dataset_cfg)
-    model = build_model(train_cfg, data.shape, data.levels)
-    if model.likelihood.dequantizes:
-        data = dequantized(data)
+    model, data = model_and_data(train_cfg, load_data(dataset_cfg))
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as e:

@@ -30,10 +30,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from vaeflow.checkpoint import load_checkpoint, write_json_atomic
-from vaeflow.data import BatchLoader, DataSplits, dequantized, load_dataset
+from vaeflow.data import BatchLoader, DataSplits, load_dataset
 from vaeflow.devices import resolve_device
 from vaeflow.errors import CheckpointError
-from vaeflow.model import build_model
+from vaeflow.model import model_and_data
 from vaeflow.objectives import ElboObjective, kl_beta, resolve_kl
 from vaeflow.progress import progress_mode
 from vaeflow.randomness import (
@@ -97,9 +97,8 @@ class Trainer:
             torch.set_num_threads(t.threads)
         seed_everything(cfg.seed)  # the model's initialization draws from the global generators
 
-        data = load_dataset(cfg.dataset) if data is None else data
-        self.model = build_model(cfg, data.shape, data.levels).to(self.device)
-        self.data = dequantized(data) if self.model.likelihood.dequantizes else data
+        self.model, self.data = model_and_data(cfg, load_dataset(cfg.dataset) if data is None else data)
+        self.model.to(self.device)
         prior_init = torch.Generator().manual_seed(stream_seed(cfg.seed, Stream.PRIOR_INIT, 1))
         self.model.prior.initialize(self.data.train.images, prior_init)  # a resumed run overwrites it
         self.kl = resolve_kl(str(cfg.kl.estimator), self.model, str(cfg.posterior.name), str(cfg.prior.name))
