@@ -384,17 +384,19 @@ def _grid_mass(prior, half: float = 9.0, points: int = 601) -> tuple[float, Tens
 @pytest.mark.parametrize(
     "prior",
     [
-        {"name": "vamp", "components": 5, "init": "random"},
-        {"name": "flow", "family": "maf", "depth": 2},
-        {"name": "flow", "family": "realnvp", "depth": 2},
+        ({"name": "vamp", "components": 5, "init": "random"}, "mean_field"),
+        ({"name": "vamp", "components": 5, "init": "random", "mixture": "base"}, {"name": "planar", "depth": 2}),
+        ({"name": "flow", "family": "maf", "depth": 2}, "mean_field"),
+        ({"name": "flow", "family": "realnvp", "depth": 2}, "mean_field"),
     ],
-    ids=["vamp", "flow-maf", "flow-realnvp"],
+    ids=["vamp", "vamp-base-of-planar", "flow-maf", "flow-realnvp"],
 )
 def test_vamp_and_flow_priors_integrate_to_one_and_their_samples_match(prior):
     """The density's mass in the box [-12, 12]^2 (2-D quadrature, float64) is at most 1 and
     equals the fraction of the prior's own samples that fall in it (a flow's tails can
     reach past any box), and the two agree on the mean in the box."""
-    model = _model(prior)
+    prior, family = prior
+    model = _model(prior, family)
     with torch.no_grad():  # move the prior away from its start
         for param in model.parameters():
             param.add_(0.05 * torch.randn_like(param))
@@ -423,6 +425,22 @@ def test_vamp_log_density_is_the_mean_of_its_posteriors_and_its_gradients_reach_
     assert not any(name.startswith("prior.") and "encoder" in name for name, _ in model.named_parameters())
 
 
+@pytest.mark.parametrize("family", [{"name": "iaf", "depth": 2, "hidden_dims": [8]}, {"name": "mean_field"}])
+def test_vamp_of_the_gaussian_base_is_the_mixture_of_the_encoders_gaussians(family):
+    """``mixture=base``: log p(z) is the log of the mean of the K Gaussian densities
+    N(z; mu(u_k), sigma(u_k)^2) written out here, the flow steps take no part, and the
+    pseudo-inputs still receive gradients; with mean_field it is the posterior mixture."""
+    model = _model({"name": "vamp", "components": 3, "init": "random", "mixture": "base"}, family)
+    prior = model.prior
+    z = torch.randn(6, 2, dtype=torch.float64)
+    base = model.posterior.base  # the DiagonalGaussian of both families
+    mu, log_sigma = base.params(model.encoder(prior.pseudo_inputs()))  # [K, D]
+    dens = torch.exp(-0.5 * ((z[:, None] - mu) / log_sigma.exp()) ** 2 - log_sigma - 0.5 * math.log(2 * math.pi))
+    assert torch.allclose(prior.log_prob(z), torch.log(dens.prod(-1).mean(-1)), atol=1e-12)
+    prior.log_prob(z).sum().backward()
+    assert prior.pseudo_raw.grad.abs().min() > 0
+
+
 def test_vamp_starts_at_training_images_and_refuses_families_without_a_density():
     from vaeflow.errors import ConfigError
 
@@ -431,8 +449,14 @@ def test_vamp_starts_at_training_images_and_refuses_families_without_a_density()
     model.prior.initialize(images, torch.Generator().manual_seed(0))
     u = model.prior.pseudo_inputs()
     assert torch.allclose(u, images[0].clamp(0.02, 0.98).expand_as(u), atol=1e-12)
-    with pytest.raises(ConfigError, match="prior=vamp needs log q.*posterior=planar cannot"):
+    with pytest.raises(ConfigError, match="prior=vamp needs log q.*posterior=planar cannot.*prior.mixture=base"):
         _model({"name": "vamp"}, family={"name": "planar", "depth": 2})
+    with pytest.raises(ConfigError, match="posterior=iaf evaluates q.z.u. by a sequential inverse.*prior.mixture=base"):
+        _model({"name": "vamp"}, family={"name": "iaf", "depth": 1, "hidden_dims": [8]})
+    with pytest.raises(ConfigError, match="posterior=autoregressive does not have.*prior.mixture=posterior"):
+        _model({"name": "vamp", "mixture": "base"}, family={"name": "autoregressive", "hidden_dims": [8]})
+    with pytest.raises(ConfigError, match="prior.mixture"):
+        _model({"name": "vamp", "mixture": "flow"})
     with pytest.raises(ConfigError, match="prior.family=sylvester"):
         _model({"name": "flow", "family": "sylvester"})
 

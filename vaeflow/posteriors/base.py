@@ -105,6 +105,19 @@ class Posterior(nn.Module):
         r"""Whether :meth:`log_prob` can evaluate a given z (the family has an inverse)."""
         return type(self).log_prob is not Posterior.log_prob
 
+    @property
+    def sequential_log_prob(self) -> bool:
+        r"""Whether :meth:`log_prob` solves for z one dimension at a time (an IAF's inverse):
+        D dependent steps per z instead of one parallel pass."""
+        return False
+
+    @property
+    def gaussian_base(self) -> nn.Module | None:
+        r"""The family's Gaussian ``q_0(z|x)`` as a module with ``log_prob(z, h)`` and
+        ``reparameterize(h, eps)``: the posterior itself where it is Gaussian, a flow's base
+        distribution, ``None`` where the family has none."""
+        return None
+
     def analytic_kl(self, h: Tensor, prior: PriorParams = None) -> Tensor:
         r"""``KL(q(z|x) || p(z))`` in closed form, ``[B]``, for the diagonal Gaussian prior
         ``prior = (mean, log_scale)`` (``None``: ``N(0, I)``)."""

@@ -94,6 +94,10 @@ class FullCovariance(Posterior):
     def reparameterize(self, h: Tensor, eps: Tensor) -> tuple[Tensor, Tensor]:
         return self._sample(*self.params(h), eps)
 
+    @property
+    def gaussian_base(self) -> nn.Module:
+        return self
+
     @staticmethod
     def _sample(mu: Tensor, scale: Tensor, log_sigma: Tensor, eps: Tensor) -> tuple[Tensor, Tensor]:
         z = mu + (scale @ eps.unsqueeze(-1)).squeeze(-1)

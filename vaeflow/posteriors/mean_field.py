@@ -6,7 +6,7 @@ families exist to fix; it is the baseline of every comparison.
 
 from __future__ import annotations
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from vaeflow.posteriors.base import DiagonalGaussian, Posterior, PriorParams
 from vaeflow.posteriors.registry import POSTERIORS
@@ -38,6 +38,10 @@ class MeanField(Posterior):
 
     def reparameterize(self, h: Tensor, eps: Tensor) -> tuple[Tensor, Tensor]:
         return self.base.reparameterize(h, eps)
+
+    @property
+    def gaussian_base(self) -> nn.Module:
+        return self
 
     def log_prob(self, z: Tensor, h: Tensor) -> Tensor:
         return self.base.log_prob(z, h)

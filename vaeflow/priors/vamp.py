@@ -17,6 +17,7 @@ from vaeflow.priors.registry import PRIORS
 __all__ = ["VampPrior"]
 
 INITS = ("data", "random")
+MIXTURES = ("posterior", "base")
 _EDGE = 0.02  # a data pixel at 0 or 1 starts at sigmoid(raw) = 0.02 or 0.98, where it still has a gradient
 
 
@@ -33,9 +34,14 @@ class VampPrior(Prior):
     flat side and receive no gradient. ``init="data"`` starts them at K random training
     images (pixels at 0 or 1 moved to 0.02 or 0.98), ``init="random"`` at ``r ~ N(0, 1)``.
 
-    It needs ``log q(z|u)`` of a given z, which planar, radial and Sylvester flows cannot
-    evaluate (their inverse has no closed form): with those families it is refused rather
-    than replaced by their Gaussian base, which would be another prior than the one asked.
+    ``mixture`` says which density of u_k is the component. ``posterior`` (the paper's):
+    the family's own ``q(z|u_k)``, which needs the family to evaluate a given z; planar,
+    radial and Sylvester flows cannot (their inverse has no closed form), and IAF can only by
+    a sequential inverse, D dependent MADE steps for every (z, u_k) pair, K = 500 times an
+    IAF step's work: both are refused with this setting rather than silently replaced.
+    ``base``: the family's Gaussian ``q_0(z|u_k)`` (the posterior itself for mean_field and
+    full_cov, a flow's base distribution): a mixture of K Gaussians whose parameters the
+    encoder computes from the pseudo-inputs, one pass for every family that has such a base.
     The KL is by Monte Carlo. The encoder and posterior are the model's (not registered
     here: their parameters belong to the VAE once, and receive the prior's gradient too).
 
@@ -46,6 +52,7 @@ class VampPrior(Prior):
         input_shape: the image shape ``(C, H, W)``.
         components: K, the number of pseudo-inputs.
         init: ``data`` or ``random``.
+        mixture: ``posterior`` or ``base``, the density of each component.
         posterior_name: the family's ``posterior=`` name, for messages.
 
     References:
@@ -61,18 +68,35 @@ class VampPrior(Prior):
         input_shape: Sequence[int],
         components: int = 500,
         init: str = "data",
+        mixture: str = "posterior",
         posterior_name: str = "",
     ) -> None:
         super().__init__(latent_dim)
         self.components = integer("prior.components", components, 1, advice="the number of pseudo-inputs")
         self.init = choice("prior.init", init, INITS)
-        if not posterior.has_log_prob:
+        self.mixture = choice("prior.mixture", mixture, MIXTURES)
+        family = f"posterior={posterior_name or type(posterior).__name__}"
+        if self.mixture == "base":
+            component = posterior.gaussian_base
+            if component is None:
+                raise ConfigError(
+                    f"prior.mixture=base needs the family's Gaussian base q0(z|u), which {family} does not have; "
+                    "set prior.mixture=posterior"
+                )
+        elif not posterior.has_log_prob:
             raise ConfigError(
-                f"prior=vamp needs log q(z|u) of a given z, which posterior={posterior_name or type(posterior).__name__} cannot "
-                "evaluate (no closed-form inverse); use mean_field, full_cov, autoregressive, iaf, maf, realnvp "
-                "or householder"
+                f"prior=vamp needs log q(z|u) of a given z, which {family} cannot evaluate (no closed-form "
+                "inverse); set prior.mixture=base to mix the family's Gaussian base q0(z|u_k) instead"
             )
-        self._model = (encoder, posterior)  # a tuple: not submodules of the prior
+        elif posterior.sequential_log_prob:
+            raise ConfigError(
+                f"prior=vamp with {family} evaluates q(z|u) by a sequential inverse for every z and each of the "
+                f"{self.components} pseudo-inputs (about {self.components} times the work of a training step); "
+                "set prior.mixture=base to mix the family's Gaussian base q0(z|u_k) instead"
+            )
+        else:
+            component = posterior
+        self._model = (encoder, component)  # a tuple: not submodules of the prior
         generator = torch.Generator().manual_seed(0)
         self.pseudo_raw = nn.Parameter(torch.randn(self.components, *input_shape, generator=generator))
 
@@ -91,18 +115,19 @@ class VampPrior(Prior):
 
     def log_prob(self, z: Tensor) -> Tensor:
         r"""``log p(z)`` of ``z [..., D]``, ``[...]``: every z against every component."""
-        encoder, posterior = self._model
+        encoder, component = self._model
         h = encoder(self.pseudo_inputs())  # [K, F]
         flat = z.reshape(-1, 1, self.latent_dim).expand(-1, self.components, -1)  # [N, K, D]
-        log_q = posterior.log_prob(flat, h)  # [N, K]
+        log_q = component.log_prob(flat, h)  # [N, K]
         return (torch.logsumexp(log_q, dim=-1) - math.log(self.components)).reshape(z.shape[:-1])
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        r"""``n`` draws: a component ``k`` uniformly, then ``z ~ q(z | u_k)``, from ``generator``
+        r"""``n`` draws: a component ``k`` uniformly, then z from that component, from ``generator``
         (on the prior's device)."""
-        encoder, posterior = self._model
+        encoder, component = self._model
         device = self.pseudo_raw.device
         k = torch.randint(self.components, (n,), generator=generator, device=device)
         h = encoder(self.pseudo_inputs()[k])  # [n, F]
-        z, _ = posterior.reparameterize(h, posterior.noise(h, 1, generator))
+        eps = torch.randn((1, n, self.latent_dim), generator=generator, dtype=h.dtype, device=device)
+        z, _ = component.reparameterize(h, eps)
         return z[0]

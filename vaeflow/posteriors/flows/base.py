@@ -37,6 +37,8 @@ class FlowStep(nn.Module):
     the step's position in its stack (to alternate orders or masks).
     """
 
+    sequential_inverse = False  # True where :meth:`inverse` solves one dimension at a time
+
     def __init__(self, latent_dim: int, feature_dim: int, index: int = 0) -> None:
         super().__init__()
         self.latent_dim, self.feature_dim, self.index = latent_dim, feature_dim, index
@@ -86,6 +88,14 @@ class FlowPosterior(Posterior):
     def has_log_prob(self) -> bool:
         r"""Whether every step has an inverse."""
         return all(type(step).inverse is not FlowStep.inverse for step in self.steps)
+
+    @property
+    def sequential_log_prob(self) -> bool:
+        return any(step.sequential_inverse for step in self.steps)
+
+    @property
+    def gaussian_base(self) -> nn.Module:
+        return self.base
 
     def log_prob(self, z: Tensor, h: Tensor) -> Tensor:
         total = 0.0

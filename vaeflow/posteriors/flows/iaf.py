@@ -44,6 +44,8 @@ class IAFStep(FlowStep):
         gate_bias: initial bias of ``s`` (``sigmoid(gate_bias)`` is the initial gate).
     """
 
+    sequential_inverse = True  # z_i needs z_<i: D dependent steps (MADE.solve)
+
     def __init__(
         self,
         latent_dim: int,
