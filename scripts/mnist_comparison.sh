@@ -45,12 +45,13 @@ declare -A ROWS=(
   [maf4]="posterior=maf posterior.depth=4"
   [mean_field_gated_300]="posterior=mean_field encoder.activation=gated decoder.activation=gated trainer.max_epochs=300"
   [iaf4_gated_150]="posterior=iaf posterior.depth=4 encoder.activation=gated decoder.activation=gated trainer.max_epochs=150"
-  # the priors (issue "Flexible priors"): the gated MLP of the VampPrior code, 100 epochs each
+  # the priors (issue "Flexible priors"): the gated MLP of the VampPrior code, 100 epochs each;
+  # the IAF VampPrior mixes the Gaussian bases q0(z|u_k) (prior.mixture=base: see conf/prior/vamp.yaml)
   [mean_field_gated]="posterior=mean_field encoder.activation=gated decoder.activation=gated"
   [mean_field_gated_vamp]="posterior=mean_field encoder.activation=gated decoder.activation=gated prior=vamp"
   [mean_field_gated_flow]="posterior=mean_field encoder.activation=gated decoder.activation=gated prior=flow"
   [iaf4_gated]="posterior=iaf posterior.depth=4 encoder.activation=gated decoder.activation=gated"
-  [iaf4_gated_vamp]="posterior=iaf posterior.depth=4 encoder.activation=gated decoder.activation=gated prior=vamp"
+  [iaf4_gated_vamp]="posterior=iaf posterior.depth=4 encoder.activation=gated decoder.activation=gated prior=vamp prior.mixture=base"
   [iaf4_gated_flow]="posterior=iaf posterior.depth=4 encoder.activation=gated decoder.activation=gated prior=flow"
 )
 # row name -> overrides of vaeflow eval
