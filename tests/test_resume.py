@@ -27,23 +27,32 @@ def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
 
 
-@pytest.mark.parametrize("stop_step", [13, 20])  # at an epoch's end and inside an epoch
-def test_interrupted_and_resumed_equals_uninterrupted(compose_train, tmp_path, stop_step):
-    reference = train(compose_train(*RUN), tmp_path / "a")
+# the IW bound with DReG gradients: its k samples and the hook on z take part
+RUN_IWAE = [*(o for o in RUN if not o.startswith("objective.samples")), "objective=iwae", "objective.k=3",
+            "objective.gradient=dreg"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("run", "stop_step"), [(RUN, 13), (RUN, 20), (RUN_IWAE, 20)], ids=["elbo-epoch-end", "elbo-inside", "iwae-dreg"]
+)  # at an epoch's end and inside an epoch
+def test_interrupted_and_resumed_equals_uninterrupted(compose_train, tmp_path, run, stop_step):
+    reference = train(compose_train(*run), tmp_path / "a")
 
     expected = rf"SIGTERM: stopped at epoch \d, step {stop_step}; .*last\.pt is saved; continue with: "
     with pytest.raises(Interrupted, match=expected + r"vaeflow train .*trainer\.resume="):
-        train(compose_train(*RUN), tmp_path / "b", hooks=[SigtermAt(stop_step)])
+        train(compose_train(*run), tmp_path / "b", hooks=[SigtermAt(stop_step)])
     saved = torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=True)
     assert saved["step"] == stop_step
 
-    resumed = train(compose_train(*RUN, f"trainer.resume={tmp_path / 'b'}"), tmp_path / "b")
+    resumed = train(compose_train(*run, f"trainer.resume={tmp_path / 'b'}"), tmp_path / "b")
     a, b = final_weights(tmp_path / "a"), final_weights(tmp_path / "b")
     assert a.keys() == b.keys()
     for name in a:
         assert torch.equal(a[name], b[name]), name
     assert resumed["steps"] == reference["steps"] and resumed["val/elbo"] == reference["val/elbo"]
     assert [h["val/elbo"] for h in resumed["history"]] == [h["val/elbo"] for h in reference["history"]]
+    bound = "train/iw_bound" if "objective=iwae" in run else "train/elbo"
+    assert resumed[bound] == reference[bound] and resumed["objective"] == reference["objective"]
 
 
 def test_resume_auto_starts_afresh_then_continues(compose_train, tmp_path):

@@ -33,17 +33,15 @@ def test_early_stopping_stops_after_patience(compose_train, tmp_path):
 
 
 def test_non_finite_steps_are_skipped_then_stop_the_run(compose_train, tmp_path, monkeypatch):
-    real_terms, calls = ElboObjective.terms, {"n": 0}
+    real_call, calls = ElboObjective.__call__, {"n": 0}
     steps_per_epoch = math.ceil(1297 / 100)
 
-    def poisoned(self, model, x, eps):  # the first epoch is clean, then every training loss is NaN
+    def poisoned(self, model, x, eps, beta):  # the first epoch is clean, then every training loss is NaN
         calls["n"] += 1
-        terms = real_terms(self, model, x, eps)
-        if calls["n"] > steps_per_epoch:
-            terms["rec"] = terms["rec"] * math.nan
-        return terms
+        loss, stats = real_call(self, model, x, eps, beta)
+        return (loss * math.nan if calls["n"] > steps_per_epoch else loss), stats
 
-    monkeypatch.setattr(ElboObjective, "terms", poisoned)
+    monkeypatch.setattr(ElboObjective, "__call__", poisoned)
     cfg = compose_train("trainer.max_epochs=5", "trainer.max_bad_steps=3", *FAST)
     with pytest.raises(
         TrainingError, match=r"3 non-finite steps in a row at epoch 2; the last good checkpoint is .*best\.pt"

@@ -101,12 +101,16 @@ _BINARIZED_BEFORE = ("digits", "mnist", "fashion_mnist", "omniglot")
 
 def upgrade_config(config: dict) -> dict:
     r"""A checkpoint's config in today's keys, so that older runs resume and evaluate:
-    ``model.likelihood: <name>`` became the ``likelihood`` group, and the MNIST-like
-    datasets gained ``binarize`` (which was ``dynamic``)."""
+    ``model.likelihood: <name>`` became the ``likelihood`` group, the MNIST-like
+    datasets gained ``binarize`` (which was ``dynamic``), and the ``objective`` block became
+    a group (it was the ELBO with the reparameterization gradient)."""
     model, dataset = config.get("model"), config.get("dataset")
     if "likelihood" not in config and isinstance(model, dict):
         config = {**config, "model": {k: v for k, v in model.items() if k != "likelihood"}}
         config["likelihood"] = {"name": model.get("likelihood", "bernoulli")}
     if isinstance(dataset, dict) and dataset.get("name") in _BINARIZED_BEFORE and "binarize" not in dataset:
         config = {**config, "dataset": {**dataset, "binarize": "dynamic"}}
+    objective = config.get("objective")
+    if isinstance(objective, dict) and "name" not in objective:
+        config = {**config, "objective": {"name": "elbo", **objective, "gradient": "reparam"}}
     return config

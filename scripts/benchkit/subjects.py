@@ -92,8 +92,8 @@ def vaeflow_subject(args: argparse.Namespace, family: str, data: DataSplits, rea
         return torch.stack([result.stats["rec"], result.stats["kl"]]).double(), result.taken
 
     def loss(x: torch.Tensor) -> torch.Tensor:
-        eps = torch.randn(1, x.shape[0], model.latent_dim, device=x.device)
-        return trainer.objective.loss(trainer.objective.terms(model, x, eps), 1.0)
+        eps = torch.randn(trainer.objective.samples, x.shape[0], model.latent_dim, device=x.device)
+        return trainer.objective(model, x, eps, torch.ones((), device=x.device))[0]
 
     def val_elbo(images: torch.Tensor) -> float:
         return validation_elbo(model, images.to(trainer.device), trainer.kl)["elbo"]

@@ -15,6 +15,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from vaeflow.checkpoint import upgrade_config
+from vaeflow.objectives import objective_label
 from vaeflow.report.settings import flatten
 from vaeflow.stats import bits_per_dim
 
@@ -103,6 +105,13 @@ class Run:
         if not (self.levels and self.levels > 2 and self.dims and _finite(self.nll)):
             return None
         return bits_per_dim(self.nll, self.dims, self.levels)
+
+    @property
+    def objective(self) -> str:
+        r"""What the run optimized (:func:`~vaeflow.objectives.objective_label`)."""
+        name = str(self.config.get("objective.name", "elbo"))
+        k = self.config.get("objective.k") if name == "iwae" else None
+        return objective_label(name, k, str(self.config.get("objective.gradient", "reparam")))
 
     @property
     def finished(self) -> bool:
@@ -210,7 +219,9 @@ def load_run(path: str | Path, root: str | Path | None = None, now: float | None
         name = str(path.relative_to(root)) if path != root else path.name
     except ValueError:
         name = path.name
-    cfg = OmegaConf.to_container(OmegaConf.load(path / ".hydra" / "config.yaml"), resolve=False)
+    cfg = upgrade_config(
+        OmegaConf.to_container(OmegaConf.load(path / ".hydra" / "config.yaml"), resolve=False)
+    )
     try:
         overrides = [
             str(o) for o in OmegaConf.to_container(OmegaConf.load(path / ".hydra" / "overrides.yaml"))

@@ -102,8 +102,10 @@ def table_rows(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]]:
     r"""The report's table as text: ``(header, rows)``, one row per run."""
     show_setting = any(r.setting for r in runs)
     show_dataset = len({r.dataset for r in runs}) > 1
+    show_objective = any(r.objective != "elbo" for r in runs)
     header = [*(["dataset"] if show_dataset else []), "family", "depth", "seed"]
-    header += [*(["setting"] if show_setting else []), "status", "epochs", "parameters"]
+    header += [*(["objective"] if show_objective else []), *(["setting"] if show_setting else [])]
+    header += ["status", "epochs", "parameters"]
     show_delta = any(r.delta for r in runs)
     header += ["test ELBO", "test NLL ± se", *(["Δ NLL ± paired se"] if show_delta else [])]
     show_bits = any(r.bits_per_dim is not None for r in runs)
@@ -113,7 +115,11 @@ def table_rows(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]]:
     rows = []
     for r in runs:
         row = [*([r.dataset] if show_dataset else []), r.family, _depth(r), str(r.seed)]
-        row += [*([r.setting] if show_setting else []), _status(r)]
+        row += [
+            *([r.objective] if show_objective else []),
+            *([r.setting] if show_setting else []),
+            _status(r),
+        ]
         row += [str(r.epochs) if r.epochs is not None else "—", _count(r.parameters)]
         row += [_f(r.elbo), _pm(r.nll, r.nll_se)]
         if show_delta:
@@ -335,7 +341,7 @@ def summary_table(groups: Sequence[Group], title: str | None = None):
 # --------------------------------------------------------------------------------------
 
 CSV_COLUMNS = [
-    "run", "status", "message", "dataset", "family", "depth", "seed", "setting", "epochs",
+    "run", "status", "message", "dataset", "family", "depth", "seed", "objective", "setting", "epochs",
     "max_epochs", "stopped_by", "best_epoch", "parameters", "train_time_s", "images_per_s",
     "test_elbo", "test_nll", "test_nll_se", "test_kl", "test_elbo_se", "k", "source",
     "metrics_test_elbo", "metrics_test_rec", "metrics_test_kl", "metrics_test_iw_nll",
@@ -352,7 +358,8 @@ def csv_row(run: Run) -> dict[str, Any]:
     m, e = run.metrics or {}, run.eval or {}
     row = {
         "run": run.name, "status": run.status, "message": run.message, "dataset": run.dataset,
-        "family": run.family, "depth": run.depth, "seed": run.seed, "setting": run.setting,
+        "family": run.family, "depth": run.depth, "seed": run.seed, "objective": run.objective,
+        "setting": run.setting,
         "epochs": run.epochs, "max_epochs": run.max_epochs, "stopped_by": run.stopped_by,
         "best_epoch": run.best_epoch, "parameters": run.parameters, "train_time_s": run.train_time_s,
         "images_per_s": run.images_per_s, "test_elbo": run.elbo, "test_nll": run.nll,

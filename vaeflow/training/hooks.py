@@ -135,12 +135,16 @@ class ProgressHook(Hook):
 
     def on_log(self, trainer: Trainer, scalars: Mapping[str, float]) -> None:
         means, rate = trainer.epoch_means()
+        bound = trainer.objective.bound_name
         if means:
-            self.reporter.status(f"elbo {means['elbo']:.2f}  kl {means['kl']:.2f}  {rate:,.0f} img/s")
+            self.reporter.status(
+                f"{_shown(bound)} {means[bound]:.2f}  kl {means['kl']:.2f}  {rate:,.0f} img/s"
+            )
 
     def on_epoch_end(self, trainer: Trainer, record: Mapping[str, Any], extras: Mapping[str, Any]) -> None:
+        bound = trainer.objective.bound_name
         line = (
-            f"epoch {record['epoch']}/{self.max_epochs}  train elbo {record['train/elbo']:.2f}  "
+            f"epoch {record['epoch']}/{self.max_epochs}  train {_shown(bound)} {record['train/' + bound]:.2f}  "
             f"val elbo {record['val/elbo']:.2f} (rec {record['val/rec']:.2f}, kl {record['val/kl']:.2f})"
         )
         if "val/iw_nll" in record:
@@ -176,6 +180,11 @@ class EarlyStopping(Hook):
         self.bad_epochs = int(state["bad_epochs"])
 
 
+def _shown(name: str) -> str:
+    r"""A statistic's name as the progress lines show it (``iw_bound`` as ``iw-bound``)."""
+    return name.replace("_", "-")
+
+
 def _write_hparams(writer: Any, cfg: DictConfig, metrics: Mapping[str, Any]) -> None:
     from torch.utils.tensorboard.summary import hparams
 
@@ -186,6 +195,9 @@ def _write_hparams(writer: Any, cfg: DictConfig, metrics: Mapping[str, Any]) -> 
         "prior": str(cfg.prior.name),
         "likelihood": str((cfg.get("likelihood") or {}).get("name", "bernoulli")),
         "latent_dim": int(cfg.model.latent_dim),
+        "objective": str(cfg.objective.name),
+        "k": int(cfg.objective.get("k") or cfg.objective.get("samples") or 1),
+        "gradient": str(cfg.objective.get("gradient", "reparam")),
         "kl": str(cfg.kl.estimator),
         "lr": float(cfg.optim.lr),
         "batch_size": int(cfg.trainer.batch_size),

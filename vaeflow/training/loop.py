@@ -34,7 +34,7 @@ from vaeflow.data import BatchLoader, DataSplits, load_dataset
 from vaeflow.devices import resolve_device
 from vaeflow.errors import CheckpointError
 from vaeflow.model import model_and_data
-from vaeflow.objectives import ElboObjective, kl_beta, resolve_kl
+from vaeflow.objectives import build_objective, resolve_kl
 from vaeflow.progress import progress_mode
 from vaeflow.randomness import (
     Stream,
@@ -87,7 +87,7 @@ class Trainer:
         hooks: Sequence[Hook] = (),
     ) -> None:
         check_settings(cfg)
-        t, o = cfg.trainer, cfg.objective
+        t = cfg.trainer
         self.cfg, self.t = cfg, t
         self.run_dir = Path(run_dir)
         self.device = resolve_device(t.device)
@@ -102,7 +102,7 @@ class Trainer:
         prior_init = torch.Generator().manual_seed(stream_seed(cfg.seed, Stream.PRIOR_INIT, 1))
         self.model.prior.initialize(self.data.train.images, prior_init)  # a resumed run overwrites it
         self.kl = resolve_kl(str(cfg.kl.estimator), self.model, str(cfg.posterior.name), str(cfg.prior.name))
-        self.objective = ElboObjective(self.kl, o.samples, float(o.free_bits), self.model.latent_dim)
+        self.objective = build_objective(cfg.objective, self.model, self.kl, str(cfg.posterior.name))
         self.optimizer = build_optimizer(cfg.optim, self.model.parameters())
         self.n_params = sum(p.numel() for p in self.model.parameters())
         self.generator = torch.Generator(self.device).manual_seed(stream_seed(cfg.seed, Stream.TRAIN_NOISE))
@@ -198,10 +198,11 @@ class Trainer:
         """
         cfg, t, data = self.cfg, self.t, self.data
         log.info(
-            "vaeflow train: %s %s (%d/%d/%d images), posterior=%s, kl=%s, latent_dim=%d, "
-            "%s parameters, device %s; run dir %s",
+            "vaeflow train: %s %s (%d/%d/%d images), posterior=%s, prior=%s, objective %s, kl=%s, "
+            "latent_dim=%d, %s parameters, device %s; run dir %s",
             cfg.dataset.name, data.shape, len(data.train), len(data.val), len(data.test),
-            cfg.posterior.name, self.kl, self.model.latent_dim, f"{self.n_params:,}", self.device,
+            cfg.posterior.name, cfg.prior.name, self.objective.label, self.kl, self.model.latent_dim,
+            f"{self.n_params:,}", self.device,
             self.run_dir,
         )  # fmt: skip
         stopped = "max_epochs"
@@ -258,12 +259,12 @@ class Trainer:
             self.epoch_stats = EpochStats(self.device)
         batches = int(partial["batches"]) if partial else 0
         self._epoch_start = time.perf_counter() - (float(partial["time"]) if partial else 0.0)
-        steps, warmup = len(self.train_loader), float(self.cfg.objective.warmup_epochs)
+        steps = len(self.train_loader)
         for hook in self.hooks:
             hook.on_epoch_start(self, state.epoch + 1, batches)
-        beta = kl_beta(state.epoch + batches / steps, warmup)
+        beta = self.objective.beta(state.epoch + batches / steps)
         for x in self.train_loader.epoch(state.epoch, skip=batches):
-            beta = kl_beta(state.epoch + batches / steps, warmup)
+            beta = self.objective.beta(state.epoch + batches / steps)
             result = self.train_batch(x, beta)
             batches += 1
             for hook in self.hooks:
@@ -363,8 +364,12 @@ class Trainer:
             "dataset": str(cfg.dataset.name),
             "latent_dim": self.model.latent_dim,
             "kl_estimator": self.kl,
-            "history": state.history,
+            "objective": self.objective.label,
+            "bound": self.objective.bound_name,
         }
+        if state.history:  # the last epoch's training figures: the bound, and the ESS of an IW bound
+            metrics |= {k: v for k, v in state.history[-1].items() if k.startswith("train/")}
+        metrics["history"] = state.history
         if t.test and state.best["epoch"] > 0:
             self.model.load_state_dict(load_checkpoint(self.checkpoints.best)["model"])
             test = test_figures(self.model, self.data.test, t.iw_k, t.iw_limit)

@@ -1,8 +1,9 @@
 r"""The training settings, checked before anything is built or written, and the optimizer.
 
-:func:`check_settings` reads every value of ``trainer.*``, ``objective.*``, ``optim.*`` and
-``seed`` that the loop uses and refuses, in one line, any that cannot work; values are
-checked, never coerced (``trainer.max_epochs=2.5`` is an error, not 2 epochs).
+:func:`check_settings` reads every value of ``trainer.*``, ``optim.*`` and ``seed`` that the
+loop uses and refuses, in one line, any that cannot work; values are checked, never coerced
+(``trainer.max_epochs=2.5`` is an error, not 2 epochs). The objective checks its own keys
+(:func:`~vaeflow.objectives.build_objective`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ PROGRESS_MODES = ("auto", "rich", "plain")
 def check_settings(cfg: DictConfig) -> None:
     r"""Checks the settings of the training loop; raises a one-line :class:`ConfigError`
     naming the first key whose value cannot work."""
-    t, o = cfg.trainer, cfg.objective
+    t = cfg.trainer
     integer("trainer.max_epochs", t.max_epochs, 1, advice="train for at least 1 epoch (an integer)")
     integer("trainer.batch_size", t.batch_size, 1, advice="use a batch size >= 1 (an integer)")
     integer("trainer.val_batch_size", t.val_batch_size, 1, advice="use a batch size >= 1 (an integer)")
@@ -46,9 +47,6 @@ def check_settings(cfg: DictConfig) -> None:
     choice("trainer.progress", t.progress, PROGRESS_MODES)
     text("trainer.device", t.device)
     text("trainer.resume", t.resume, none=True)
-    integer("objective.samples", o.samples, 1, advice="draw at least 1 sample (an integer)")
-    number("objective.warmup_epochs", o.warmup_epochs, 0)
-    number("objective.free_bits", o.free_bits, 0)
     integer("seed", cfg.seed, advice="use an integer")
     _check_optimizer(cfg.optim)
 

@@ -1,7 +1,8 @@
 r"""One training step, without a host synchronization, and the guard against non-finite steps.
 
 A step draws the posterior noise from the trainer's own generator, evaluates the
-objective's terms (``torch.compile``-d with ``trainer.compile``), backpropagates the loss,
+objective's loss and statistics (``torch.compile``-d with ``trainer.compile``),
+backpropagates the loss,
 measures the gradient norm (clipping it with ``trainer.grad_clip``) and updates the
 parameters, unless the loss or the gradient is not finite: then the step is skipped.
 
@@ -17,7 +18,6 @@ stay on the device too (:class:`NonFiniteGuard`) and are read at logging interva
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -25,7 +25,7 @@ from torch import Tensor
 
 from vaeflow.errors import TrainingError
 from vaeflow.model import VAE
-from vaeflow.objectives import ElboObjective
+from vaeflow.objectives import Objective
 
 __all__ = ["StepResult", "TrainStep", "NonFiniteGuard"]
 
@@ -49,17 +49,17 @@ class TrainStep:
 
     Arguments:
         model: the VAE.
-        objective: gives the per-example terms from noise, and the loss from them.
+        objective: gives the loss and per-example statistics of a batch and its noise.
         optimizer: over ``model``'s parameters.
         generator: the training noise's generator (on the model's device).
         grad_clip: the largest gradient norm (``None``: no clipping).
-        compile: ``torch.compile`` the objective's terms.
+        compile: ``torch.compile`` the objective.
     """
 
     def __init__(
         self,
         model: VAE,
-        objective: ElboObjective,
+        objective: Objective,
         optimizer: torch.optim.Optimizer,
         generator: torch.Generator,
         grad_clip: float | None = None,
@@ -71,8 +71,11 @@ class TrainStep:
         self.params = list(model.parameters())
         self.dtype, self.device = self.params[0].dtype, self.params[0].device
         self.samples, self.latent_dim = int(objective.samples), model.latent_dim
-        terms: Callable[[Tensor, Tensor], dict[str, Tensor]] = lambda x, eps: objective.terms(model, x, eps)  # noqa: E731
-        self.terms = torch.compile(terms) if compile else terms
+
+        def evaluate(x: Tensor, eps: Tensor, beta: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+            return objective(model, x, eps, beta)
+
+        self.evaluate = torch.compile(evaluate) if compile else evaluate
         self.skips_on_device = bool(getattr(optimizer, "_step_supports_amp_scaling", False))
         if not self.skips_on_device and self.device.type == "cuda":
             log.info(
@@ -88,8 +91,10 @@ class TrainStep:
             device=self.device,
             dtype=self.dtype,
         )
-        terms = self.terms(x, eps)
-        loss = self.objective.loss(terms, beta)
+        beta_t = torch.tensor(beta, dtype=self.dtype).to(
+            self.device, non_blocking=True
+        )  # a tensor: no recompiles
+        loss, stats = self.evaluate(x, eps, beta_t)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.grad_clip:
@@ -103,7 +108,7 @@ class TrainStep:
             self.optimizer.step()
         elif taken:  # a host read: free on the CPU
             self.optimizer.step()
-        stats = {name: value.detach().sum() for name, value in terms.items()}
+        stats = {name: value.detach().sum() for name, value in stats.items()}
         stats["loss"] = loss.detach() * x.shape[0]
         return StepResult(stats, taken, grad_norm.detach(), loss_finite)
 
