@@ -81,7 +81,9 @@ def _z_scores(a: tuple[Tensor, Tensor], b: tuple[Tensor, Tensor]) -> Tensor:
      ("iwae", {"k": 4, "gradient": "dreg"}, 1.0), ("iwae", {"k": 4, "gradient": "dreg"}, 0.5)],
     ids=["elbo-stl", "elbo-stl-warmup", "iwae-dreg", "iwae-dreg-warmup"],
 )  # fmt: skip
-def test_stl_and_dreg_are_unbiased_estimates_of_the_reparameterization_gradient(family, objective, options, beta):
+def test_stl_and_dreg_are_unbiased_estimates_of_the_reparameterization_gradient(
+    family, objective, options, beta
+):
     """Averaged over 12,000 draws, every component of the inference network's gradient agrees
     with the reparameterization gradient of the same bound within 4.5 standard errors (the
     warm-up's beta < 1 included: DReG's factor is then 1 - beta + beta w)."""
@@ -183,7 +185,9 @@ def test_effective_sample_size_runs_from_one_to_k():
 @pytest.mark.parametrize("family", [{"name": "planar", "depth": 2}, {"name": "sylvester", "depth": 1}])
 def test_families_without_a_density_of_a_given_z_refuse_stl_and_dreg(family):
     model = small_vae(family)
-    with pytest.raises(ConfigError, match=rf"objective.gradient=dreg needs log q.*posterior={family['name']} cannot"):
+    with pytest.raises(
+        ConfigError, match=rf"objective.gradient=dreg needs log q.*posterior={family['name']} cannot"
+    ):
         IwaeObjective(model, gradient="dreg", family=family["name"])
     with pytest.raises(ConfigError, match="objective.gradient=dreg is for objective=iwae"):
         ElboObjective(small_vae(FAMILIES["mean_field"]), gradient="dreg")
