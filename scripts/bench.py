@@ -70,8 +70,8 @@ from benchkit.table import compare, report  # noqa: E402
 from vaeflow.posteriors import POSTERIORS  # noqa: E402
 
 #: the order of the table: the families without flow steps, then the flows.
-ORDER = ("mean_field", "full_cov", "autoregressive", "iaf", "maf", "realnvp", "planar", "radial",
-         "householder", "sylvester")  # fmt: skip
+ORDER = ("mean_field", "full_cov", "autoregressive", "iaf", "maf", "realnvp", "nsf_ar", "nsf_maf",
+         "nsf_coupling", "planar", "radial", "householder", "sylvester")  # fmt: skip
 PYRO_FAMILIES = ("mean_field", "planar", "radial", "householder", "iaf")
 
 

@@ -33,9 +33,9 @@ import torch
 from vaeflow.posteriors import POSTERIORS
 
 ROOT = Path(__file__).resolve().parents[1]
-FAMILIES = ("autoregressive", "maf", "iaf", "realnvp", "planar")
+FAMILIES = ("autoregressive", "maf", "iaf", "realnvp", "planar", "nsf_maf", "nsf_ar", "nsf_coupling")
 #: the families that sample in D sequential passes.
-SEQUENTIAL = ("autoregressive", "maf")
+SEQUENTIAL = ("autoregressive", "maf", "nsf_maf")
 
 
 def posterior_config(family: str, depth: int) -> dict[str, Any]:

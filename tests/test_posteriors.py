@@ -53,6 +53,20 @@ FAMILIES: dict[str, dict[str, Any]] = {
         "num_householder": 2,
     },
     "sylvester-triangular": {"name": "sylvester", "depth": 2, "variant": "triangular"},
+    "nsf_ar": {"name": "nsf_ar", "depth": 2, "bins": 4, **SMALL},
+    "nsf_maf": {"name": "nsf_maf", "depth": 2, "bins": 4, **SMALL},
+    "nsf_coupling": {"name": "nsf_coupling", "depth": 2, "bins": 4, **SMALL},
+    # splines on a narrow interval: many points in the identity tails and across its ends
+    "nsf_ar-narrow": {"name": "nsf_ar", "depth": 2, "bins": 2, "tail_bound": 0.5, "order": "random", **SMALL},
+    "nsf_maf-narrow": {"name": "nsf_maf", "depth": 2, "bins": 3, "tail_bound": 0.5, **SMALL},
+    "nsf_coupling-narrow": {
+        "name": "nsf_coupling",
+        "depth": 2,
+        "bins": 2,
+        "tail_bound": 0.5,
+        "mask": "half",
+        **SMALL,
+    },
 }
 CASES = list(FAMILIES)
 CONF = Path(__file__).resolve().parents[1] / "conf" / "posterior"
@@ -208,7 +222,9 @@ def test_log_q_is_the_change_of_variables_of_the_whole_map(case: str, depth: int
             torch.testing.assert_close(q.log_prob(z, h), log_q, atol=1e-8, rtol=0)
 
 
-@pytest.mark.parametrize("case", ["iaf", "maf", "realnvp", "householder"])
+@pytest.mark.parametrize(
+    "case", ["iaf", "maf", "realnvp", "householder", "nsf_ar", "nsf_maf", "nsf_coupling"]
+)
 def test_flow_inverse_recovers_the_base_sample(case: str):
     q = build(case, depth=3)
     h, z0 = randn(4, F), randn(3, 4, D)
@@ -233,7 +249,7 @@ def assert_triangular(jac: Tensor, order: Tensor) -> None:
 
 
 @pytest.mark.parametrize("order", ["reverse", "random"])
-@pytest.mark.parametrize("case", ["iaf", "maf"])
+@pytest.mark.parametrize("case", ["iaf", "maf", "nsf_ar", "nsf_maf"])
 def test_autoregressive_flow_steps_have_triangular_jacobians(case: str, order: str):
     q = build(case, depth=3, latent_dim=4, order=order)
     h, z = randn(1, F), randn(1, 1, 4)

@@ -388,8 +388,9 @@ def _grid_mass(prior, half: float = 9.0, points: int = 601) -> tuple[float, Tens
         ({"name": "vamp", "components": 5, "init": "random", "mixture": "base"}, {"name": "planar", "depth": 2}),
         ({"name": "flow", "family": "maf", "depth": 2}, "mean_field"),
         ({"name": "flow", "family": "realnvp", "depth": 2}, "mean_field"),
+        ({"name": "flow", "family": "nsf_coupling", "depth": 2, "bins": 4, "hidden_dims": [8]}, "mean_field"),
     ],
-    ids=["vamp", "vamp-base-of-planar", "flow-maf", "flow-realnvp"],
+    ids=["vamp", "vamp-base-of-planar", "flow-maf", "flow-realnvp", "flow-nsf_coupling"],
 )
 def test_vamp_and_flow_priors_integrate_to_one_and_their_samples_match(prior):
     """The density's mass in the box [-12, 12]^2 (2-D quadrature, float64) is at most 1 and

@@ -3,6 +3,8 @@ posterior families (MAF, RealNVP, ...)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
@@ -27,12 +29,16 @@ class FlowPrior(Prior):
     network, base head) reads z and its own biases only, an unconditional flow. The family
     must evaluate the density of a given z (:attr:`has_log_prob`): ``maf`` and ``realnvp``
     in one pass (the default ``maf``: Papamakarios et al. 2017, whose density is one pass and
-    whose sampling, for sample images only, is sequential), ``iaf`` by a sequential inverse.
+    whose sampling, for sample images only, is sequential), ``iaf`` by a sequential inverse,
+    and the spline flows ``nsf_maf``, ``nsf_coupling`` (one pass) and ``nsf_ar`` (sequential).
 
     Arguments:
         latent_dim: D.
         family: the posterior family whose steps to stack.
         depth: the number of steps.
+        hidden_dims: widths of the steps' networks (``None``: the family's default).
+        bins: the spline families' bins (``None``: their default).
+        tail_bound: the spline families' interval ``[-B, B]`` (``None``: their default).
 
     References:
         | Masked Autoregressive Flow for Density Estimation (Papamakarios et al., 2017)
@@ -41,15 +47,29 @@ class FlowPrior(Prior):
         | https://arxiv.org/abs/1611.02731
     """
 
-    def __init__(self, latent_dim: int, family: str = "maf", depth: int = 4) -> None:
+    def __init__(
+        self,
+        latent_dim: int,
+        family: str = "maf",
+        depth: int = 4,
+        hidden_dims: Sequence[int] | None = None,
+        bins: int | None = None,
+        tail_bound: float | None = None,
+    ) -> None:
         super().__init__(latent_dim)
         from vaeflow.posteriors import POSTERIORS
 
-        self.flow = POSTERIORS.build({"name": family, "depth": depth}, latent_dim=latent_dim, feature_dim=1)
+        given = {"hidden_dims": hidden_dims, "bins": bins, "tail_bound": tail_bound}
+        options = {"name": family, "depth": depth, **{k: v for k, v in given.items() if v is not None}}
+        try:
+            self.flow = POSTERIORS.build(options, latent_dim=latent_dim, feature_dim=1)
+        except ConfigError as e:  # the posterior's message, with the prior's keys
+            message = str(e).replace("posterior.", "prior.").replace("posterior=", "prior.family=")
+            raise ConfigError(message.replace("'posterior'", "'prior'")) from None
         if not self.flow.has_log_prob:
             raise ConfigError(
                 f"prior=flow with prior.family={family}: the prior needs the density of a given z, which "
-                f"{family} cannot evaluate (no closed-form inverse); use maf, realnvp or iaf"
+                f"{family} cannot evaluate (no closed-form inverse); use maf, realnvp, iaf or an nsf_ family"
             )
         self.register_buffer("context", torch.zeros(1, 1), persistent=False)
 

@@ -7,7 +7,9 @@ r"""Inverse autoregressive flow step (Kingma et al., 2016), in its numerically s
 
 ``m`` and ``s`` of dimension ``i`` depend only on the dimensions before ``i`` in the
 step's order, so the Jacobian is triangular with diagonal ``sigma``; all dimensions are
-updated in one parallel pass. The order is reversed between consecutive steps. The bias
+updated in one parallel pass: an :class:`~vaeflow.posteriors.conditioned.AutoregressiveTransform`
+that reads its input, with the :class:`~vaeflow.posteriors.transforms.GatedAffine`
+transform. The order is reversed between consecutive steps. The bias
 of ``s`` starts positive, so that each step starts near the identity (the forget-gate
 bias of the paper).
 
@@ -21,11 +23,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from vaeflow.nets.made import MADE, order_for_step
+from vaeflow.nets.made import order_for_step
+from vaeflow.posteriors.conditioned import AutoregressiveTransform
 from vaeflow.posteriors.flows.base import FlowStep, register_flow
+from vaeflow.posteriors.transforms import GatedAffine
 
 __all__ = ["IAFStep"]
 
@@ -57,32 +60,31 @@ class IAFStep(FlowStep):
         gate_bias: float = 2.0,
     ) -> None:
         super().__init__(latent_dim, feature_dim, index)
-        self.made = MADE(
+        self.transform = AutoregressiveTransform(
             latent_dim,
             feature_dim,
             hidden_dims,
-            2,
             order_for_step(latent_dim, index, order),
+            GatedAffine(),
             activation,
         )
         with torch.no_grad():
-            self.made.output.bias[latent_dim:].fill_(gate_bias)
+            self.transform.made.output.bias[latent_dim:].fill_(gate_bias)
 
     def forward(self, z: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
-        m, s = self.made(z, h)
-        gate = torch.sigmoid(s)
-        return gate * z + (1 - gate) * m, F.logsigmoid(s).sum(-1)
+        return self.transform.apply(z, h)
 
     @property
     def order(self) -> Tensor:
         r"""The autoregressive order of this step (a permutation of ``0..D-1``)."""
-        return self.made.order
+        return self.transform.order
 
     def inverse(self, y: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
-        # z_i = (y_i - (1 - gate_i) m_i) / gate_i with (m_i, gate_i) functions of z_<i.
-        def solve_dim(outs: tuple[Tensor, ...], d: int) -> Tensor:
-            m, gate = outs[0], torch.sigmoid(outs[1])
-            return (y[..., d] - (1 - gate) * m) / gate
+        # z_i = (y_i - (1 - gate_i) m_i) / gate_i with (m_i, gate_i) functions of z_<i
+        return self.transform.solve_inverse(y, h)
 
-        z, (_, s) = self.made.solve(solve_dim, h, y)
-        return z, F.logsigmoid(s).sum(-1)
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        # checkpoints written before the univariate-transform layer held the MADE as "made"
+        for key in [k for k in state_dict if k.startswith(prefix + "made.")]:
+            state_dict[prefix + "transform." + key[len(prefix) :]] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

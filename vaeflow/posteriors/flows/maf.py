@@ -26,11 +26,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from vaeflow.nets.made import order_for_step
-from vaeflow.posteriors.autoregressive import AffineAutoregressive
+from vaeflow.posteriors.conditioned import AutoregressiveTransform
 from vaeflow.posteriors.flows.base import FlowStep, register_flow
+from vaeflow.posteriors.transforms import Affine
 
 __all__ = ["MAFStep"]
 
@@ -69,14 +70,11 @@ class MAFStep(FlowStep):
         max_log_scale: float = 6.0,
     ) -> None:
         super().__init__(latent_dim, feature_dim, index)
-        self.transform = AffineAutoregressive(
-            latent_dim,
-            feature_dim,
-            hidden_dims,
-            order_for_step(latent_dim, index, order),
+        self.transform = AutoregressiveTransform(
+            latent_dim, feature_dim, hidden_dims, order_for_step(latent_dim, index, order), Affine(max_log_scale),
             activation,
-            max_log_scale,
-        )
+        )  # fmt: skip
+        nn.init.zeros_(self.transform.made.input.weight)  # start as an elementwise affine map of h
 
     @property
     def order(self) -> Tensor:
@@ -84,7 +82,7 @@ class MAFStep(FlowStep):
         return self.transform.order
 
     def forward(self, z: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
-        return self.transform.sample(z, h)
+        return self.transform.solve_forward(z, h)
 
     def inverse(self, y: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
-        return self.transform.normalize(y, h)
+        return self.transform.invert(y, h)
