@@ -385,7 +385,10 @@ def _grid_mass(prior, half: float = 9.0, points: int = 601) -> tuple[float, Tens
     "prior",
     [
         ({"name": "vamp", "components": 5, "init": "random"}, "mean_field"),
-        ({"name": "vamp", "components": 5, "init": "random", "mixture": "base"}, {"name": "planar", "depth": 2}),
+        (
+            {"name": "vamp", "components": 5, "init": "random", "mixture": "base"},
+            {"name": "planar", "depth": 2},
+        ),
         ({"name": "flow", "family": "maf", "depth": 2}, "mean_field"),
         ({"name": "flow", "family": "realnvp", "depth": 2}, "mean_field"),
         ({"name": "flow", "family": "nsf_coupling", "depth": 2, "bins": 4, "hidden_dims": [8]}, "mean_field"),
@@ -436,7 +439,9 @@ def test_vamp_of_the_gaussian_base_is_the_mixture_of_the_encoders_gaussians(fami
     z = torch.randn(6, 2, dtype=torch.float64)
     base = model.posterior.base  # the DiagonalGaussian of both families
     mu, log_sigma = base.params(model.encoder(prior.pseudo_inputs()))  # [K, D]
-    dens = torch.exp(-0.5 * ((z[:, None] - mu) / log_sigma.exp()) ** 2 - log_sigma - 0.5 * math.log(2 * math.pi))
+    dens = torch.exp(
+        -0.5 * ((z[:, None] - mu) / log_sigma.exp()) ** 2 - log_sigma - 0.5 * math.log(2 * math.pi)
+    )
     assert torch.allclose(prior.log_prob(z), torch.log(dens.prod(-1).mean(-1)), atol=1e-12)
     prior.log_prob(z).sum().backward()
     assert prior.pseudo_raw.grad.abs().min() > 0
@@ -450,9 +455,13 @@ def test_vamp_starts_at_training_images_and_refuses_families_without_a_density()
     model.prior.initialize(images, torch.Generator().manual_seed(0))
     u = model.prior.pseudo_inputs()
     assert torch.allclose(u, images[0].clamp(0.02, 0.98).expand_as(u), atol=1e-12)
-    with pytest.raises(ConfigError, match="prior=vamp needs log q.*posterior=planar cannot.*prior.mixture=base"):
+    with pytest.raises(
+        ConfigError, match="prior=vamp needs log q.*posterior=planar cannot.*prior.mixture=base"
+    ):
         _model({"name": "vamp"}, family={"name": "planar", "depth": 2})
-    with pytest.raises(ConfigError, match="posterior=iaf evaluates q.z.u. by a sequential inverse.*prior.mixture=base"):
+    with pytest.raises(
+        ConfigError, match="posterior=iaf evaluates q.z.u. by a sequential inverse.*prior.mixture=base"
+    ):
         _model({"name": "vamp"}, family={"name": "iaf", "depth": 1, "hidden_dims": [8]})
     with pytest.raises(ConfigError, match="posterior=autoregressive does not have.*prior.mixture=posterior"):
         _model({"name": "vamp", "mixture": "base"}, family={"name": "autoregressive", "hidden_dims": [8]})

@@ -33,7 +33,9 @@ RUN_IWAE = [*(o for o in RUN if not o.startswith("objective.samples")), "objecti
 
 
 @pytest.mark.parametrize(
-    ("run", "stop_step"), [(RUN, 13), (RUN, 20), (RUN_IWAE, 20)], ids=["elbo-epoch-end", "elbo-inside", "iwae-dreg"]
+    ("run", "stop_step"),
+    [(RUN, 13), (RUN, 20), (RUN_IWAE, 20)],
+    ids=["elbo-epoch-end", "elbo-inside", "iwae-dreg"],
 )  # at an epoch's end and inside an epoch
 def test_interrupted_and_resumed_equals_uninterrupted(compose_train, tmp_path, run, stop_step):
     reference = train(compose_train(*run), tmp_path / "a")
