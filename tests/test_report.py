@@ -326,6 +326,31 @@ def test_families_without_depth_are_depth_0_and_settings_split_lines(tmp_path: P
     }
 
 
+def test_each_run_is_labelled_with_its_objective_and_objectives_are_not_pooled(tmp_path: Path):
+    """The objective is its own column and splits the groups; its keys are compared only
+    between runs of one objective; a run written before the objective group is the ELBO."""
+    make_run(tmp_path / "old", metrics={}, extra="objective:\n  samples: 1\n  warmup_epochs: 0\n")
+    make_run(
+        tmp_path / "vae",
+        metrics={},
+        extra="objective:\n  name: elbo\n  samples: 1\n  warmup_epochs: 0\n  gradient: reparam\n",
+    )
+    for name, k, gradient in (("k5", 5, "reparam"), ("k50", 50, "reparam"), ("k50_dreg", 50, "dreg")):
+        extra = f"objective:\n  name: iwae\n  k: {k}\n  gradient: {gradient}\n  warmup_epochs: 0\n"
+        make_run(tmp_path / name, metrics={}, extra=extra)
+    runs, _ = collect([tmp_path])
+    by_name = {r.name: r for r in runs}
+    assert {n: r.objective for n, r in by_name.items()} == {
+        "old": "elbo", "vae": "elbo", "k5": "iwae k=5", "k50": "iwae k=50", "k50_dreg": "iwae k=50 dreg"
+    }  # fmt: skip
+    assert all(r.setting == "" for r in runs)  # no objective.* key in the setting
+    assert sorted(g.label for g in summarize(runs)) == [
+        "iaf", "iaf (iwae k=5)", "iaf (iwae k=50 dreg)", "iaf (iwae k=50)"
+    ]  # fmt: skip
+    header, rows = table_rows(runs)
+    assert "objective" in header and "setting" not in header
+
+
 def test_report_errors_are_one_line(tmp_path: Path):
     missing = vaeflow("report", str(tmp_path / "nope"), cwd=tmp_path, check=False)
     assert (

@@ -131,8 +131,13 @@ class Group:
         return len(self.runs)
 
     @property
+    def objective(self) -> str:
+        return self.runs[0].objective
+
+    @property
     def label(self) -> str:
-        return self.family + (f" ({self.setting})" if self.setting else "")
+        parts = [p for p in (self.objective if self.objective != "elbo" else "", self.setting) if p]
+        return self.family + (f" ({', '.join(parts)})" if parts else "")
 
 
 def _mean_se(values: Sequence[float | None], own_se: float | None = None) -> tuple[float, float | None]:
@@ -145,15 +150,15 @@ def _mean_se(values: Sequence[float | None], own_se: float | None = None) -> tup
 
 
 def summarize(runs: Sequence[Run]) -> list[Group]:
-    r"""Groups the finished runs by (dataset, setting, family, depth), where a setting
+    r"""Groups the finished runs by (dataset, setting, family, depth, objective), where a setting
     holds the config values that differ between finished runs (unfinished runs do not
     split the groups)."""
     finished = [run for run in runs if run.finished]
     groups: dict[tuple, list[Run]] = {}
     for run, setting in zip(finished, settings_of(finished)):
-        groups.setdefault((run.dataset, setting, run.family, run.depth), []).append(run)
+        groups.setdefault((run.dataset, setting, run.family, run.depth, run.objective), []).append(run)
     out = []
-    for (dataset, setting, family, depth), members in groups.items():
+    for (dataset, setting, family, depth, _), members in groups.items():
         one = members[0] if len(members) == 1 else None
         nll, nll_se = _mean_se([r.nll for r in members], one.nll_se if one else None)
         neg_elbo, elbo_se = _mean_se([-r.elbo for r in members], one.elbo_se if one else None)
@@ -168,5 +173,5 @@ def summarize(runs: Sequence[Run]) -> list[Group]:
                 sum(spe) / len(spe) if spe else None, members[0].parameters,
             )
         )  # fmt: skip
-    out.sort(key=lambda g: (g.dataset, _family_rank(g.family), g.setting, g.depth))
+    out.sort(key=lambda g: (g.dataset, _family_rank(g.family), g.objective, g.setting, g.depth))
     return out

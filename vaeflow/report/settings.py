@@ -10,7 +10,15 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from vaeflow.report.run import Run
 
-__all__ = ["IGNORED_KEYS", "IGNORED_PREFIXES", "flatten", "settings_of", "assign_settings", "assign_labels"]
+__all__ = [
+    "IGNORED_KEYS",
+    "IGNORED_PREFIXES",
+    "OBJECTIVE_KEYS",
+    "flatten",
+    "settings_of",
+    "assign_settings",
+    "assign_labels",
+]
 
 #: config keys that never make two runs different settings
 IGNORED_KEYS = (
@@ -24,6 +32,8 @@ IGNORED_KEYS = (
     "dataset.download",
 )
 IGNORED_PREFIXES = ("eval.", "hydra.")
+#: config keys that the report's objective column shows (:attr:`~vaeflow.report.run.Run.objective`)
+OBJECTIVE_KEYS = ("objective.name", "objective.k", "objective.gradient")
 
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
@@ -36,9 +46,10 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def assign_settings(runs: Sequence[Run]) -> None:
-    r"""Sets each run's ``setting``: the config values (other than the family, depth and
-    seed) that differ between runs, e.g. ``model.latent_dim=8``. Keys of the posterior
-    are compared only between runs of the same family."""
+    r"""Sets each run's ``setting``: the config values (other than the family, depth, seed
+    and objective) that differ between runs, e.g. ``model.latent_dim=8``. Keys of the
+    posterior are compared only between runs of the same family, and those of the
+    objective between runs of the same objective."""
     for run, setting in zip(runs, settings_of(runs)):
         run.setting = setting
 
@@ -53,13 +64,14 @@ def settings_of(runs: Sequence[Run]) -> list[str]:
         if (
             key in IGNORED_KEYS
             or key.startswith(IGNORED_PREFIXES)
-            or key in ("posterior.name", "posterior.depth")
+            or key in ("posterior.name", "posterior.depth", *OBJECTIVE_KEYS)
         ):
             continue
-        if key.startswith("posterior."):
+        if key.startswith(("posterior.", "objective.")):  # compared between runs of one family, one objective
             groups: dict[str, set] = {}
             for run in runs:
-                groups.setdefault(run.family, set()).add(repr(run.config.get(key, "<missing>")))
+                part = run.family if key.startswith("posterior.") else str(run.config.get("objective.name"))
+                groups.setdefault(part, set()).add(repr(run.config.get(key, "<missing>")))
             if any(len(values) > 1 for values in groups.values()):
                 varying.append(key)
         elif len({repr(run.config.get(key, "<missing>")) for run in runs}) > 1:
@@ -68,7 +80,7 @@ def settings_of(runs: Sequence[Run]) -> list[str]:
     for run in runs:
         parts = []
         for key in varying:
-            if key.startswith("posterior.") and key not in run.config:
+            if key.startswith(("posterior.", "objective.")) and key not in run.config:
                 continue
             value = run.config.get(key, "<missing>")
             value = ",".join(map(str, value)) if isinstance(value, tuple) else value
