@@ -23,7 +23,7 @@ def probe_points(spline: RationalQuadraticSpline, p: list[Tensor], dtype: torch.
     """A grid across and past [-B, B], every knot, points a hair either side of each knot
     and of +-B, and far tails."""
     bound = spline.tail_bound
-    xs = spline._knots([q[:1] for q in p])[0][0]
+    xs = spline._knots([q[:1] for q in p])[0][:, 0]
     hair = 1e-9 if dtype == torch.float64 else 1e-5
     far = torch.tensor([1e6, -1e6, 1e3, -1e3], dtype=dtype)
     grid = torch.linspace(-2 * bound, 2 * bound, 801, dtype=dtype)
@@ -77,7 +77,7 @@ def test_spline_parameters_are_bounded_whatever_the_network_says():
     xs, ys, ds, widths, heights = spline._knots(p)
     assert (widths >= spline.min_bin * (1 - 1e-12)).all() and (heights >= spline.min_bin * (1 - 1e-12)).all()
     assert (ds >= spline.min_derivative).all()
-    assert (xs.diff(dim=-1) > 0).all() and (ys.diff(dim=-1) > 0).all()
+    assert (xs.diff(dim=-2) > 0).all() and (ys.diff(dim=-2) > 0).all()  # knots on the axis before x's
     y, log_det = spline.forward(x, p)
     back, _ = spline.inverse(y, p)
     assert torch.isfinite(y).all() and torch.isfinite(log_det).all()

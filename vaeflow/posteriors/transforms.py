@@ -140,42 +140,47 @@ class RationalQuadraticSpline(Univariate):
         # softplus(raw + offset) + min_derivative = 1 at raw = 0: zero parameters are the identity
         self.offset = math.log(math.expm1(1 - self.min_derivative))
 
+    # The parameters are stacked on an axis before x's last one, [..., P, D] for x [..., D]:
+    # softmax, cumsum and gathers over that axis are several times faster on the CPU than
+    # over a short last axis.
+
     def _knots(self, p: Sequence[Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        r"""Knot positions ``xs, ys [..., K+1]`` and derivatives ``ds [..., K+1]``."""
-        raw = torch.stack(tuple(p), -1)
+        r"""Knot positions ``xs, ys`` and derivatives ``ds``, ``[..., K+1, D]`` each, and the
+        bin widths and heights as fractions of ``2B``, ``[..., K, D]``."""
+        raw = torch.stack(tuple(p), -2)
         k, bound = self.bins, self.tail_bound
-        widths = self._bins(raw[..., :k])
-        heights = self._bins(raw[..., k : 2 * k])
-        inner = self.min_derivative + F.softplus(raw[..., 2 * k :] + self.offset)
-        one = torch.ones_like(inner[..., :1])
-        ds = torch.cat([one, inner, one], -1)
+        widths = self._bins(raw[..., :k, :])
+        heights = self._bins(raw[..., k : 2 * k, :])
+        inner = self.min_derivative + F.softplus(raw[..., 2 * k :, :] + self.offset)
+        one = torch.ones_like(inner[..., :1, :])
+        ds = torch.cat([one, inner, one], -2)
         xs, ys = self._cumulative(widths, bound), self._cumulative(heights, bound)
         return xs, ys, ds, widths, heights
 
     def _bins(self, raw: Tensor) -> Tensor:
-        return self.min_bin + (1 - self.min_bin * self.bins) * torch.softmax(raw, -1)
+        return self.min_bin + (1 - self.min_bin * self.bins) * torch.softmax(raw, -2)
 
     @staticmethod
     def _cumulative(fractions: Tensor, bound: float) -> Tensor:
         r"""Knots from ``-B`` to ``B`` exactly at both ends (rounding never leaves a gap)."""
-        inner = 2 * bound * torch.cumsum(fractions[..., :-1], -1) - bound
-        ends = torch.full_like(fractions[..., :1], bound)
-        return torch.cat([-ends, inner, ends], -1)
+        inner = 2 * bound * torch.cumsum(fractions[..., :-1, :], -2) - bound
+        ends = torch.full_like(fractions[..., :1, :], bound)
+        return torch.cat([-ends, inner, ends], -2)
 
     @staticmethod
     def _gather(values: Tensor, index: Tensor) -> Tensor:
-        return values.gather(-1, index[..., None])[..., 0]
+        return values.gather(-2, index.unsqueeze(-2)).squeeze(-2)
 
     def _bin_of(self, v: Tensor, knots: Tensor) -> Tensor:
         r"""The bin ``0..K-1`` of each ``v`` inside ``[-B, B]``."""
-        return (v[..., None] >= knots[..., 1:-1]).sum(-1)
+        return (v.unsqueeze(-2) >= knots[..., 1:-1, :]).sum(-2)
 
     def _rq(self, v: Tensor, p: Sequence[Tensor], inverse: bool) -> tuple[Tensor, Tensor]:
         bound = self.tail_bound
         inside = (v >= -bound) & (v <= bound)
         vin = torch.where(inside, v, torch.zeros_like(v))  # outside: a harmless stand-in (not a clamp,
         # whose gradient vanishes at +-B)
-        xs, ys, ds, widths, heights = self._knots(p)
+        xs, ys, ds, _, _ = self._knots(p)
         k = self._bin_of(vin, ys if inverse else xs)
         x_k, y_k = self._gather(xs, k), self._gather(ys, k)
         w_k = self._gather(xs, k + 1) - x_k
