@@ -53,15 +53,20 @@ declare -A ROWS=(
   [iaf4_gated]="posterior=iaf posterior.depth=4 encoder.activation=gated decoder.activation=gated"
   [iaf4_gated_vamp]="posterior=iaf posterior.depth=4 encoder.activation=gated decoder.activation=gated prior=vamp prior.mixture=base"
   [iaf4_gated_flow]="posterior=iaf posterior.depth=4 encoder.activation=gated decoder.activation=gated prior=flow"
+  # neural spline flows (issue "Neural spline flows"), the ReLU MLP of the table's other rows
+  [nsf_ar4]="posterior=nsf_ar posterior.depth=4"
+  [nsf_coupling4]="posterior=nsf_coupling posterior.depth=4"
+  [nsf_maf4]="posterior=nsf_maf posterior.depth=4"
 )
 # row name -> overrides of vaeflow eval
 declare -A EVAL_ROWS=(
   [maf4]="memory_mb=1024"
+  [nsf_maf4]="memory_mb=1024"
 )
 ORDER=(mean_field planar4 sylvester_o4 iaf4 householder4 radial4 full_cov realnvp4 sylvester_h4 sylvester_t4
   autoregressive maf4 mean_field_gated_300
   iaf4_gated_150 planar16 mean_field_gated mean_field_gated_vamp mean_field_gated_flow iaf4_gated
-  iaf4_gated_vamp iaf4_gated_flow)
+  iaf4_gated_vamp iaf4_gated_flow nsf_ar4 nsf_coupling4 nsf_maf4)
 
 if [ "$EXPERIMENT" = mnist_cpu ] && [ ! -f "$DATA/binarized_mnist_test.amat" ]; then
   echo "error: no binarized_mnist_test.amat in $DATA; give the directory of the three .amat files" >&2
