@@ -162,7 +162,7 @@ def test_experiments_set_up_the_standard_comparison():
     assert flows.dataset.name == baselines.dataset.name == "binarized_mnist" and flows.model.latent_dim == 40
     params = flows.hydra.sweeper.params
     families = params.posterior.split(",")
-    assert str(params["posterior.depth"]) == "1,2,4,8,16" and _grid(params.values()) == 35
+    assert str(params["posterior.depth"]) == "1,2,4,8,16" and _grid(params.values()) == 50
     base_families = baselines.hydra.sweeper.params.posterior.split(",")
     # every family is in one sweep or the other: the flows have a depth, the baselines do not
     assert sorted(families + base_families) == sorted(p.stem for p in (CONF / "posterior").glob("*.yaml"))
