@@ -36,6 +36,17 @@ IGNORED_PREFIXES = ("eval.", "hydra.")
 OBJECTIVE_KEYS = ("objective.name", "objective.k", "objective.gradient")
 
 
+#: the groups whose keys are compared only between runs of the same choice of the group
+_WITHIN = ("posterior.", "objective.", "prior.")
+
+
+def _value(run: Run, key: str) -> Any:
+    r"""A run's value of ``key``; absent and ``null`` are the same (a key added later with
+    a null default)."""
+    value = run.config.get(key)
+    return "<missing>" if value is None else value
+
+
 def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
     if isinstance(obj, Mapping):
         out: dict[str, Any] = {}
@@ -67,20 +78,26 @@ def settings_of(runs: Sequence[Run]) -> list[str]:
             or key in ("posterior.name", "posterior.depth", *OBJECTIVE_KEYS)
         ):
             continue
-        if key.startswith(("posterior.", "objective.")):  # compared between runs of one family, one objective
+        if (
+            key.startswith(_WITHIN) and key != "prior.name"
+        ):  # compared between runs of one family, objective, prior
             groups: dict[str, set] = {}
             for run in runs:
-                part = run.family if key.startswith("posterior.") else str(run.config.get("objective.name"))
-                groups.setdefault(part, set()).add(repr(run.config.get(key, "<missing>")))
+                part = (
+                    run.family
+                    if key.startswith("posterior.")
+                    else str(run.config.get(key.split(".")[0] + ".name"))
+                )
+                groups.setdefault(part, set()).add(repr(_value(run, key)))
             if any(len(values) > 1 for values in groups.values()):
                 varying.append(key)
-        elif len({repr(run.config.get(key, "<missing>")) for run in runs}) > 1:
+        elif len({repr(_value(run, key)) for run in runs}) > 1:
             varying.append(key)
     out = []
     for run in runs:
         parts = []
         for key in varying:
-            if key.startswith(("posterior.", "objective.")) and key not in run.config:
+            if key.startswith(_WITHIN) and key != "prior.name" and _value(run, key) == "<missing>":
                 continue
             value = run.config.get(key, "<missing>")
             value = ",".join(map(str, value)) if isinstance(value, tuple) else value
