@@ -351,6 +351,19 @@ def test_each_run_is_labelled_with_its_objective_and_objectives_are_not_pooled(t
     assert "objective" in header and "setting" not in header
 
 
+def test_prior_keys_are_compared_between_runs_of_one_prior(tmp_path: Path):
+    """A VampPrior's components do not split flow-prior runs, and a key added later with a
+    null default (prior.bins) equals its absence in an older run."""
+    make_run(tmp_path / "vamp", metrics={}, extra="prior:\n  name: vamp\n  components: 500\n")
+    make_run(tmp_path / "flow_old", metrics={}, extra="prior:\n  name: flow\n  depth: 4\n")
+    make_run(tmp_path / "flow_new", metrics={}, extra="prior:\n  name: flow\n  depth: 4\n  bins: null\n")
+    runs, _ = collect([tmp_path])
+    assert {r.name: r.setting for r in runs} == {
+        "vamp": "prior.name=vamp", "flow_old": "prior.name=flow", "flow_new": "prior.name=flow"
+    }  # fmt: skip
+    assert len(summarize(runs)) == 2
+
+
 def test_report_errors_are_one_line(tmp_path: Path):
     missing = vaeflow("report", str(tmp_path / "nope"), cwd=tmp_path, check=False)
     assert (
