@@ -19,7 +19,7 @@ from torch import Tensor
 
 from vaeflow.checks import integer, number
 from vaeflow.errors import ConfigError
-from vaeflow.model import VAE
+from vaeflow.model import VAE, Pass
 from vaeflow.objectives.base import Objective
 from vaeflow.objectives.registry import OBJECTIVES
 
@@ -58,9 +58,14 @@ def elbo(
         generator: where to draw it from when it is not given.
     """
     out = model(x, n, analytic_kl=kl == "analytic", eps=eps, generator=generator)
-    rec = out.log_px.mean(0)
-    kl_term = out.kl if kl == "analytic" else (out.log_q - out.log_pz).mean(0)
-    return ElboTerms(rec, kl_term)
+    return _terms(out, out.log_q)
+
+
+def _terms(out: Pass, log_q: Tensor) -> ElboTerms:
+    r"""The terms of a forward pass: its closed-form KL where it computed one, else the Monte
+    Carlo ``log q - log p(z)`` with ``log q`` as given (held fixed for STL)."""
+    kl = out.kl if out.kl is not None else (log_q - out.log_pz).mean(0)
+    return ElboTerms(out.log_px.mean(0), kl)
 
 
 def training_loss(
@@ -121,8 +126,7 @@ class ElboObjective(Objective):
 
     def __call__(self, model: VAE, x: Tensor, eps: Tensor, beta: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         out = model(x, analytic_kl=self.kl == "analytic", eps=eps)
-        rec = out.log_px.mean(0)
-        kl = out.kl if self.kl == "analytic" else (self.log_q(out, model) - out.log_pz).mean(0)
-        loss = training_loss(ElboTerms(rec, kl), beta, self.free_bits, self.latent_dim)
-        rec, kl = rec.detach(), kl.detach()
+        terms = _terms(out, self.log_q(out, model))
+        loss = training_loss(terms, beta, self.free_bits, self.latent_dim)
+        rec, kl = terms.rec.detach(), terms.kl.detach()
         return loss, {"elbo": rec - kl, "rec": rec, "kl": kl}

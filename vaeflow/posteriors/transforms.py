@@ -195,13 +195,16 @@ class RationalQuadraticSpline(Univariate):
             c = -s_k * dy
             disc = (b.square() - 4 * a * c).clamp_min(0)
             xi = 2 * c / (-b - disc.sqrt())  # in [0, 1] up to rounding (no clamp: it would stop gradients)
-            out = x_k + xi * w_k
         else:
             xi = (vin - x_k) / w_k
-            out = y_k + h_k * (s_k * xi.square() + d_k * xi * (1 - xi)) / (s_k + curve * xi * (1 - xi))
         both = xi * (1 - xi)
+        denominator = s_k + curve * both  # of y and, squared, of dy/dx
+        if inverse:
+            out = x_k + xi * w_k
+        else:
+            out = y_k + h_k * (s_k * xi.square() + d_k * both) / denominator
         numerator = s_k.square() * (d_k1 * xi.square() + 2 * s_k * both + d_k * (1 - xi).square())
-        log_det = numerator.log() - 2 * torch.log(s_k + curve * both)
+        log_det = numerator.log() - 2 * torch.log(denominator)
         return torch.where(inside, out, v), torch.where(inside, log_det, torch.zeros_like(v))
 
     def forward(self, x: Tensor, p: Sequence[Tensor]) -> tuple[Tensor, Tensor]:

@@ -37,7 +37,17 @@ OBJECTIVE_KEYS = ("objective.name", "objective.k", "objective.gradient")
 
 
 #: the groups whose keys are compared only between runs of the same choice of the group
-_WITHIN = ("posterior.", "objective.", "prior.")
+_WITHIN = ("posterior", "objective", "prior")
+
+
+def _group(key: str) -> str:
+    return key.split(".", 1)[0]
+
+
+def _within_choice(key: str) -> bool:
+    r"""Whether ``key`` is an option of a group's choice (``prior.components``), compared
+    only between runs that made the same choice (not the choice, ``prior.name``, itself)."""
+    return _group(key) in _WITHIN and key != _group(key) + ".name"
 
 
 def _value(run: Run, key: str) -> Any:
@@ -78,17 +88,11 @@ def settings_of(runs: Sequence[Run]) -> list[str]:
             or key in ("posterior.name", "posterior.depth", *OBJECTIVE_KEYS)
         ):
             continue
-        if (
-            key.startswith(_WITHIN) and key != "prior.name"
-        ):  # compared between runs of one family, objective, prior
+        if _within_choice(key):  # compared between runs of one family, objective, prior
+            choice = _group(key) + ".name"
             groups: dict[str, set] = {}
             for run in runs:
-                part = (
-                    run.family
-                    if key.startswith("posterior.")
-                    else str(run.config.get(key.split(".")[0] + ".name"))
-                )
-                groups.setdefault(part, set()).add(repr(_value(run, key)))
+                groups.setdefault(str(run.config.get(choice)), set()).add(repr(_value(run, key)))
             if any(len(values) > 1 for values in groups.values()):
                 varying.append(key)
         elif len({repr(_value(run, key)) for run in runs}) > 1:
@@ -97,7 +101,7 @@ def settings_of(runs: Sequence[Run]) -> list[str]:
     for run in runs:
         parts = []
         for key in varying:
-            if key.startswith(_WITHIN) and key != "prior.name" and _value(run, key) == "<missing>":
+            if _within_choice(key) and _value(run, key) == "<missing>":
                 continue
             value = run.config.get(key, "<missing>")
             value = ",".join(map(str, value)) if isinstance(value, tuple) else value
