@@ -10,6 +10,7 @@ import torch
 from vaeflow.errors import ConfigError, TrainingError
 from vaeflow.objectives import ElboObjective
 from vaeflow.training import train
+from vaeflow.training.state import TrainingState
 
 FAST = ["trainer.progress=plain", "trainer.iw_k=4", "trainer.images=0", "trainer.threads=1"]
 
@@ -30,6 +31,27 @@ def test_early_stopping_stops_after_patience(compose_train, tmp_path):
     metrics = train(cfg, tmp_path)
     assert metrics["stopped_by"] == "early_stopping"
     assert metrics["epochs"] == 3 and metrics["best_epoch"] == 1
+
+
+def test_an_iwae_run_is_chosen_by_its_validation_iw_bound(compose_train, tmp_path):
+    cfg = compose_train("trainer.max_epochs=4", "objective=iwae", "objective.k=8", *FAST)
+    metrics = train(cfg, tmp_path)
+    history = metrics["history"]
+    bound = [row["val/iw_bound"] for row in history]
+    assert metrics["selected_by"] == "val/iw_bound" and metrics["val/iw_bound"] == max(bound)
+    best = metrics["best_epoch"]
+    assert bound[best - 1] == max(bound) and metrics["val/elbo"] == history[best - 1]["val/elbo"]
+    # the IW bound with k=8 lies above the ELBO on every epoch's validation split (by 0.3-1 nats here)
+    assert all(row["val/iw_bound"] > row["val/elbo"] for row in history)
+
+
+def test_a_best_score_from_before_the_iw_bound_is_its_validation_elbo():
+    state = TrainingState()
+    old = state.state_dict() | {"best": {"val_elbo": -90.0, "epoch": 3}}
+    state.load_state_dict(old)
+    assert state.best["score"] == -90.0
+    assert not state.improve(-91.0, -91.0, 0.0, True) and state.improve(-89.0, -95.0, 0.0, True)
+    assert state.best == {"score": -89.0, "val_elbo": -95.0, "epoch": 0}
 
 
 def test_non_finite_steps_are_skipped_then_stop_the_run(compose_train, tmp_path, monkeypatch):

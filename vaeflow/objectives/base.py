@@ -99,6 +99,9 @@ class Objective:
 
     name = ""
     bound_name = ""  # the key of ``stats`` that is the training bound
+    #: importance samples of the bound that the validation split scores to choose ``best.pt``
+    #: (``None``: the validation ELBO)
+    validation_k: int | None = None
 
     def __init__(
         self,

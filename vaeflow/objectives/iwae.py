@@ -78,7 +78,7 @@ class IwaeObjective(Objective):
     ) -> None:
         k = integer("objective.k", k, 1, advice="the IW bound needs an integer number of samples k >= 1")
         super().__init__(k, warmup_epochs, gradient, ("reparam", "stl", "dreg"), model, family)
-        self.k = k
+        self.k = self.validation_k = k
 
     @property
     def label(self) -> str:

@@ -3,7 +3,8 @@ r"""A run's checkpoints: where they are, when they are written, and the rules of
 ``checkpoints/last.pt`` is written at the end of every ``trainer.checkpoint_every_epochs``
 epochs (and of the last one), every ``trainer.checkpoint_every_steps`` steps inside an
 epoch, and when a stop signal arrives; ``checkpoints/best.pt`` whenever the validation
-ELBO improves (never with non-finite weights). Both are written atomically.
+value of the training bound improves (the ELBO, or an ``iwae`` run's IW bound with its k;
+never with non-finite weights). Both are written atomically.
 
 A run resumes from a checkpoint when the model, the data and the objective are the ones
 it was trained with: only ``trainer.*``, ``+eval`` and where the data is

@@ -147,6 +147,8 @@ class ProgressHook(Hook):
             f"epoch {record['epoch']}/{self.max_epochs}  train {_shown(bound)} {record['train/' + bound]:.2f}  "
             f"val elbo {record['val/elbo']:.2f} (rec {record['val/rec']:.2f}, kl {record['val/kl']:.2f})"
         )
+        if bound != "elbo" and f"val/{bound}" in record:
+            line += f"  val {_shown(bound)} {record['val/' + bound]:.2f}"
         if "val/iw_nll" in record:
             line += f"  val iw-nll {record['val/iw_nll']:.2f}"
         line += f"  beta {record['train/beta']:.2f}  {record['train/images_per_s']:,.0f} img/s"
@@ -160,8 +162,8 @@ class ProgressHook(Hook):
 
 
 class EarlyStopping(Hook):
-    r"""Stops the run after ``patience`` epochs without a better validation ELBO
-    (``None``: never)."""
+    r"""Stops the run after ``patience`` epochs without a better validation score (the
+    training bound's: the ELBO, or an ``iwae`` run's IW bound; ``None``: never)."""
 
     def __init__(self, patience: int | None) -> None:
         self.patience, self.bad_epochs = patience, 0

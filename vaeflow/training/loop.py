@@ -6,7 +6,8 @@ r"""The training loop: a :class:`Trainer` puts the parts together and runs the e
       history.jsonl            one JSON object per epoch (HistoryHook), for tools
       tb/                      TensorBoard: train/*, train_epoch/*, val/*, test/*, images, hparams
       checkpoints/last.pt      CheckpointManager's policy (atomic)
-      checkpoints/best.pt      the best validation ELBO so far (never non-finite weights)
+      checkpoints/best.pt      the best validation bound so far: the ELBO, or an iwae run's
+                               IW bound with its k (never non-finite weights)
       metrics.json             the final figures
 
 The parts, each with one job: the settings' check (:mod:`~vaeflow.training.settings`), the
@@ -103,6 +104,8 @@ class Trainer:
         self.model.prior.initialize(self.data.train.images, prior_init)  # a resumed run overwrites it
         self.kl = resolve_kl(str(cfg.kl.estimator), self.model, str(cfg.posterior.name), str(cfg.prior.name))
         self.objective = build_objective(cfg.objective, self.model, self.kl, str(cfg.posterior.name))
+        #: the validation figure that chooses best.pt and early stopping: the training bound's
+        self.selection = f"val/{self.objective.bound_name}"
         self.optimizer = build_optimizer(cfg.optim, self.model.parameters())
         self.n_params = sum(p.numel() for p in self.model.parameters())
         self.generator = torch.Generator(self.device).manual_seed(stream_seed(cfg.seed, Stream.TRAIN_NOISE))
@@ -228,7 +231,8 @@ class Trainer:
                     record, extras = self.validate(train)
                     self.state.history.append(record)
                     extras["improved"] = self.state.improve(
-                        record["val/elbo"], float(t.early_stopping.min_delta), self._finite_weights()
+                        record[self.selection], record["val/elbo"], float(t.early_stopping.min_delta),
+                        self._finite_weights(),
                     )
                     for hook in self.hooks:
                         hook.on_epoch_end(self, record, extras)
@@ -241,7 +245,7 @@ class Trainer:
                     if self.early_stopping.should_stop:
                         stopped = "early_stopping"
                         progress.message(
-                            f"early stopping: no better validation ELBO for {self.early_stopping.bad_epochs} epochs"
+                            f"early stopping: no better {self.selection} for {self.early_stopping.bad_epochs} epochs"
                         )
                         break
             return self.finish(stopped)
@@ -328,10 +332,12 @@ class Trainer:
 
     def validate(self, train: dict[str, float]) -> tuple[dict[str, Any], dict[str, Any]]:
         r"""The epoch's record (its line of ``history.jsonl``): the training means, the
-        validation ELBO terms and, every ``iw_every`` epochs, the IW-NLL estimate; and the
-        image grids, for the hooks."""
+        validation ELBO terms (and the IW bound an ``iwae`` run is chosen by), every
+        ``iw_every`` epochs the IW-NLL estimate; and the image grids, for the hooks."""
         t, epoch = self.t, self.state.epoch
         val = self.validator.elbo()
+        if self.objective.validation_k is not None:
+            val[self.objective.bound_name] = self.validator.iw_bound(self.objective.validation_k)
         if t.iw_every > 0 and (epoch % t.iw_every == 0 or epoch == t.max_epochs):
             self.state.last_iw = val["iw_nll"] = self.validator.iw_nll(t.iw_k)
         extras = {"grids": self.validator.grids()} if t.images else {}
@@ -353,6 +359,7 @@ class Trainer:
             "steps": state.step,
             "skipped_steps": self.guard.skipped,
             "best_epoch": state.best["epoch"],
+            "selected_by": self.selection,
             "val/elbo": state.best["val_elbo"],
             "val/iw_nll": state.last_iw,
             "iw_k": int(t.iw_k),
@@ -367,6 +374,8 @@ class Trainer:
             "objective": self.objective.label,
             "bound": self.objective.bound_name,
         }
+        if self.selection != "val/elbo":
+            metrics[self.selection] = state.best["score"]
         if state.history:  # the last epoch's training figures: the bound, and the ESS of an IW bound
             metrics |= {k: v for k, v in state.history[-1].items() if k.startswith("train/")}
         metrics["history"] = state.history

@@ -28,7 +28,9 @@ class TrainingState:
         images_seen: images of the steps that were not skipped.
         history: one record per finished epoch (what ``history.jsonl`` holds).
         last_iw: the latest validation IW-NLL estimate.
-        best: the best validation ELBO so far and its epoch (``best.pt``'s).
+        best: the best validation score so far (the validation value of the training bound:
+            the ELBO, or the IW bound of an ``iwae`` objective), the validation ELBO of that
+            epoch and the epoch (``best.pt``'s).
         partial: the state of an epoch interrupted inside (:meth:`EpochStats.state_dict`
             with ``batches`` and ``time``), or ``None`` at an epoch's end.
     """
@@ -39,15 +41,15 @@ class TrainingState:
     images_seen: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     last_iw: float | None = None
-    best: dict[str, float] = field(default_factory=lambda: {"val_elbo": -math.inf, "epoch": 0})
+    best: dict[str, float] = field(default_factory=lambda: {"score": -math.inf, "val_elbo": -math.inf, "epoch": 0})
     partial: dict[str, Any] | None = None
 
-    def improve(self, val_elbo: float, min_delta: float, finite_weights: bool) -> bool:
-        r"""Records epoch :attr:`epoch`'s validation ELBO; whether it beats the best by more
-        than ``min_delta`` (never with non-finite figures or weights)."""
-        improved = val_elbo > self.best["val_elbo"] + min_delta and math.isfinite(val_elbo) and finite_weights
+    def improve(self, score: float, val_elbo: float, min_delta: float, finite_weights: bool) -> bool:
+        r"""Records epoch :attr:`epoch`'s validation score (and ELBO); whether the score beats
+        the best by more than ``min_delta`` (never with non-finite figures or weights)."""
+        improved = score > self.best["score"] + min_delta and math.isfinite(score) and finite_weights
         if improved:
-            self.best = {"val_elbo": val_elbo, "epoch": self.epoch}
+            self.best = {"score": score, "val_elbo": val_elbo, "epoch": self.epoch}
         return improved
 
     def state_dict(self) -> dict[str, Any]:
@@ -68,6 +70,7 @@ class TrainingState:
         self.history = [dict(h) for h in state["history"]]
         self.last_iw = state.get("last_iw")
         self.best = dict(state["best"])
+        self.best.setdefault("score", self.best["val_elbo"])  # checkpoints from before the IW bound chose
         self.partial = state.get("partial")
 
 
