@@ -231,7 +231,9 @@ class Trainer:
                     record, extras = self.validate(train)
                     self.state.history.append(record)
                     extras["improved"] = self.state.improve(
-                        record[self.selection], record["val/elbo"], float(t.early_stopping.min_delta),
+                        record[self.selection],
+                        record["val/elbo"],
+                        float(t.early_stopping.min_delta),
                         self._finite_weights(),
                     )
                     for hook in self.hooks:
