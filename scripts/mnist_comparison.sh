@@ -3,7 +3,10 @@
 # torch thread each (the fastest use of 2 cores for batch-100 MLPs), each trained with
 # experiment=mnist_cpu and then evaluated with `vaeflow eval` (k=5000, full test set).
 # EXPERIMENT=mnist8_cpu runs the same rows on 8-bit MNIST ("Any pixels"; DATA_DIR is then
-# the directory holding MNIST/raw).
+# the directory holding MNIST/raw). The iw_ rows ("Objectives and gradient estimators", the
+# row iwae selects them all) are experiment=iwae_cpu on dynamically binarized MNIST, DATA_DIR
+# the directory holding MNIST/raw:
+#   EVAL_LIMIT=1000 scripts/mnist_comparison.sh ../shared/data outputs/iwae_cpu iwae
 #
 #   scripts/mnist_comparison.sh [DATA_DIR] [OUT_DIR] [ROW ...]
 #   scripts/mnist_comparison.sh ../shared/data/binarized_mnist outputs/mnist_cpu            # every row
@@ -58,6 +61,19 @@ declare -A ROWS=(
   [nsf_ar4]="posterior=nsf_ar posterior.depth=4"
   [nsf_coupling4]="posterior=nsf_coupling posterior.depth=4"
   [nsf_maf4]="posterior=nsf_maf posterior.depth=4"
+  # objectives (issue "Objectives and gradient estimators"): experiment=iwae_cpu, the IWAE paper's
+  # tanh MLP 784-200-200 with 50 latents on dynamically binarized MNIST (DATA_DIR holds MNIST/raw),
+  # each row the epochs of 900 s of training steps at one thread, from the step costs that
+  # `python scripts/step_cost.py --budget-s 900 --common "experiment=iwae_cpu dataset.root=../shared/data" ...`
+  # measured (ms/step: 7, 16, 163, 178 mean-field; 25, 65, 625, 691 RealNVP)
+  [iw_vae]="trainer.max_epochs=258"
+  [iw_iwae5]="objective=iwae objective.k=5 trainer.max_epochs=111"
+  [iw_iwae50]="objective=iwae objective.k=50 trainer.max_epochs=11"
+  [iw_iwae50_dreg]="objective=iwae objective.k=50 objective.gradient=dreg trainer.max_epochs=10"
+  [iw_realnvp4_vae]="posterior=realnvp posterior.depth=4 trainer.max_epochs=73"
+  [iw_realnvp4_iwae5]="posterior=realnvp posterior.depth=4 objective=iwae objective.k=5 trainer.max_epochs=28"
+  [iw_realnvp4_iwae50]="posterior=realnvp posterior.depth=4 objective=iwae objective.k=50 trainer.max_epochs=3"
+  [iw_realnvp4_iwae50_dreg]="posterior=realnvp posterior.depth=4 objective=iwae objective.k=50 objective.gradient=dreg trainer.max_epochs=3"
 )
 # row name -> overrides of vaeflow eval
 declare -A EVAL_ROWS=(
@@ -68,23 +84,43 @@ ORDER=(mean_field planar4 sylvester_o4 iaf4 householder4 radial4 full_cov realnv
   autoregressive maf4 mean_field_gated_300
   iaf4_gated_150 planar16 mean_field_gated mean_field_gated_vamp mean_field_gated_flow iaf4_gated
   iaf4_gated_vamp iaf4_gated_flow nsf_ar4 nsf_coupling4 nsf_maf4)
+# the rows of experiment=iwae_cpu (selected together as the row "iwae")
+IWAE_ORDER=(iw_vae iw_iwae5 iw_iwae50 iw_iwae50_dreg iw_realnvp4_vae iw_realnvp4_iwae5 iw_realnvp4_iwae50
+  iw_realnvp4_iwae50_dreg)
 
-if [ "$EXPERIMENT" = mnist_cpu ] && [ ! -f "$DATA/binarized_mnist_test.amat" ]; then
+requested=("$@")
+[ ${#requested[@]} -eq 0 ] && requested=("${ORDER[@]}")
+selected=()
+for row in "${requested[@]}"; do
+  if [ "$row" = iwae ]; then
+    selected+=("${IWAE_ORDER[@]}")
+  elif [ -z "${ROWS[$row]+x}" ]; then
+    echo "error: no row '$row'; rows: ${ORDER[*]} ${IWAE_ORDER[*]} (or iwae: all iw_ rows)" >&2
+    exit 2
+  else
+    selected+=("$row")
+  fi
+done
+static=0
+for row in "${selected[@]}"; do
+  if [[ $row == iw_* ]]; then
+    if [ ! -d "$DATA/MNIST/raw" ]; then
+      echo "error: row $row is dynamically binarized MNIST: no MNIST/raw in $DATA; give the directory holding MNIST/raw" >&2
+      exit 2
+    fi
+  else
+    static=1
+  fi
+done
+if [ $static = 1 ] && [ "$EXPERIMENT" = mnist_cpu ] && [ ! -f "$DATA/binarized_mnist_test.amat" ]; then
   echo "error: no binarized_mnist_test.amat in $DATA; give the directory of the three .amat files" >&2
   exit 2
 fi
-selected=("$@")
-[ ${#selected[@]} -eq 0 ] && selected=("${ORDER[@]}")
-for row in "${selected[@]}"; do
-  if [ -z "${ROWS[$row]+x}" ]; then
-    echo "error: no row '$row'; rows: ${ORDER[*]}" >&2
-    exit 2
-  fi
-done
 mkdir -p "$OUT"
 
 run_row() {  # row overrides eval_overrides (DATA and OUT from the environment)
-  local row=$1 overrides=$2 eval_overrides=$3 data=$DATA out=$OUT dir=$OUT/$1
+  local row=$1 overrides=$2 eval_overrides=$3 data=$DATA out=$OUT dir=$OUT/$1 experiment=$EXPERIMENT
+  [[ $row == iw_* ]] && experiment=iwae_cpu
   if [ -f "$dir/metrics.json" ] && compgen -G "$dir/eval/*_test_k5000/eval.json" >/dev/null; then
     echo "$row: done"
     return 0
@@ -92,7 +128,7 @@ run_row() {  # row overrides eval_overrides (DATA and OUT from the environment)
   echo "$row: running (log: $out/$row.log)"
   if [ ! -f "$dir/metrics.json" ]; then
     # shellcheck disable=SC2086  # the overrides are words
-    if ! vaeflow train experiment="$EXPERIMENT" $overrides dataset.root="$data" trainer.threads=1 \
+    if ! vaeflow train experiment="$experiment" $overrides dataset.root="$data" trainer.threads=1 \
       trainer.progress=plain trainer.resume=auto hydra.run.dir="$dir" >>"$out/$row.log" 2>&1; then
       echo "$row: training failed: $(tail -n 1 "$out/$row.log")" >&2
       return 1

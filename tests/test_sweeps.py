@@ -178,13 +178,21 @@ def test_experiments_set_up_the_standard_comparison():
 
 
 def _comparison_rows() -> dict[str, list[str]]:
-    """The rows of scripts/mnist_comparison.sh: row name -> overrides of experiment=mnist_cpu."""
+    """The rows of scripts/mnist_comparison.sh: row name -> its overrides, with the experiment
+    (mnist_cpu, or iwae_cpu for the iw_ rows)."""
     script = (CONF.parent / "scripts" / "mnist_comparison.sh").read_text()
     table = script[script.index("declare -A ROWS=(") : script.index("\n)\n")]
     rows = {name: overrides.split() for name, overrides in re.findall(r'\[(\w+)\]="([^"]*)"', table)}
-    order = re.search(r"ORDER=\(([^)]*)\)", script).group(1).split()
-    assert sorted(order) == sorted(rows), "ORDER and ROWS of the script name different rows"
-    return rows
+    order = re.search(r"\nORDER=\(([^)]*)\)", script).group(1).split()
+    iwae = re.search(r"\nIWAE_ORDER=\(([^)]*)\)", script).group(1).split()
+    assert sorted(order + iwae) == sorted(rows), (
+        "ORDER, IWAE_ORDER and ROWS of the script name different rows"
+    )
+    assert all(row.startswith("iw_") for row in iwae) and not any(row.startswith("iw_") for row in order)
+    return {
+        row: [f"experiment={'iwae_cpu' if row.startswith('iw_') else 'mnist_cpu'}", *overrides]
+        for row, overrides in rows.items()
+    }
 
 
 def test_the_readme_results_table_is_what_the_comparison_script_builds():
@@ -196,7 +204,7 @@ def test_the_readme_results_table_is_what_the_comparison_script_builds():
     table = {row: int(count.replace(",", "")) for count, row in found}
     checked = 0
     for row, overrides in rows.items():
-        cfg = compose_with_hydra("experiment=mnist_cpu", *overrides)
+        cfg = compose_with_hydra(*overrides)
         model = build_model(cfg, (1, 28, 28))
         if row in table:
             assert sum(p.numel() for p in model.parameters()) == table[row], row
