@@ -19,9 +19,12 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import statistics
 import tempfile
 import time
+from functools import partial
 
+from benchkit.machine import timed
 from hydra import compose, initialize_config_module
 
 from vaeflow.training.loop import Trainer
@@ -30,26 +33,21 @@ from vaeflow.training.loop import Trainer
 def step_seconds(
     overrides: list[str], min_seconds: float, max_steps: int, warmup: int
 ) -> tuple[float, int, int]:
-    r"""Median seconds per training step of the composed config, its steps per epoch, and
-    how many steps were timed."""
+    r"""Median seconds per training step of the composed config (after the warm-up, each
+    step waited for on its device), its steps per epoch, and how many steps were timed."""
     with initialize_config_module(config_module="vaeflow.conf", version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = Trainer(cfg, run_dir)
-        steps_per_epoch = len(trainer.train_loader)
-        beta = trainer.objective.beta(1e9)
         times: list[float] = []
         start = time.perf_counter()
         for i, x in enumerate(trainer.train_loader.epoch(0)):
-            t0 = time.perf_counter()
-            result = trainer.train_batch(x, beta)
-            float(result.grad_norm)  # waits for the step
+            seconds, _ = timed(partial(trainer.train_batch, x, 1.0), trainer.device)
             if i >= warmup:
-                times.append(time.perf_counter() - t0)
+                times.append(seconds)
             if len(times) >= max_steps or (len(times) >= 5 and time.perf_counter() - start > min_seconds):
                 break
-    times.sort()
-    return times[len(times) // 2], steps_per_epoch, len(times)
+        return statistics.median(times), len(trainer.train_loader), len(times)
 
 
 def main() -> None:

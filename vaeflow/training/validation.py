@@ -102,8 +102,7 @@ class Validator:
     def iw_bound(self, k: int) -> float:
         r"""The mean IW bound with k samples over the whole validation split (what an
         ``objective=iwae`` run with that k trains for, and is chosen by)."""
-        ids = torch.arange(self.images.shape[0])
-        return mean_se(importance_weighted(self.model, self.images, k, seed=EVAL_SEED, ids=ids).log_px)[0]
+        return mean_se(importance_weighted(self.model, self.images, k, seed=EVAL_SEED).log_px)[0]
 
     def iw_nll(self, k: int) -> float:
         r"""The mean IW-NLL estimate of the validation subset, k samples each."""
